@@ -1,0 +1,62 @@
+"""episodic-memory: self-learning episodic memory for AI agents, on Ray."""
+
+from episodic_memory.config import MemoryConfig
+from episodic_memory.core.models import (
+    Episode,
+    ExecutionStep,
+    Reflection,
+    RewardScore,
+    TaskContext,
+    TaskOutcome,
+)
+from episodic_memory.core.patterns import (
+    ContextPattern,
+    DecisionPoint,
+    ErrorRecovery,
+    Heuristic,
+    Pattern,
+    ToolSequence,
+)
+from episodic_memory.errors import (
+    ConfigurationError,
+    EpisodeAlreadyCompleted,
+    EpisodeNotFound,
+    EpisodicMemoryError,
+    QuotaExceeded,
+    RateLimitExceeded,
+    SchemaVersionError,
+    ServiceError,
+    StorageError,
+    StoreUnavailable,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ContextPattern",
+    "DecisionPoint",
+    "Episode",
+    "EpisodeAlreadyCompleted",
+    "EpisodeNotFound",
+    "EpisodicMemoryError",
+    "ErrorRecovery",
+    "ExecutionStep",
+    "Heuristic",
+    "MemoryConfig",
+    "Pattern",
+    "QuotaExceeded",
+    "RateLimitExceeded",
+    "Reflection",
+    "RewardScore",
+    "SchemaVersionError",
+    "ServiceError",
+    "StorageError",
+    "StoreUnavailable",
+    "TaskContext",
+    "TaskOutcome",
+    "ToolSequence",
+    "ValidationError",
+    "__version__",
+]
