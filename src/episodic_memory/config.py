@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
+
+from episodic_memory.validation import ValidatedModel
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -31,7 +33,7 @@ __all__ = [
 ENV_PREFIX = "EPISODIC_MEMORY_"
 
 
-class _Config(BaseModel):
+class _Config(ValidatedModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
