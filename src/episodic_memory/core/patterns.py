@@ -53,6 +53,10 @@ class _PatternBase(Record):
     episode_ids: list[str] = Field(default_factory=list)
     first_seen: datetime = Field(default_factory=utc_now)
     last_seen: datetime = Field(default_factory=utc_now)
+    # Exponentially decayed counts, referenced to ``last_seen`` (core.learning keeps them);
+    # 0.0 in older shapes, which the merger rebuilds from the raw counts.
+    weighted_occurrences: float = Field(default=0.0, ge=0.0)
+    weighted_successes: float = Field(default=0.0, ge=0.0)
 
     @property
     def success_rate(self) -> float:
@@ -121,3 +125,8 @@ class Heuristic(Record):
     episode_ids: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
+    # Time of the newest evidence and decayed counts referenced to it (see core.learning);
+    # absent in older shapes, which the merger rebuilds from the raw counts.
+    last_evidence_at: datetime | None = None
+    weighted_evidence: float = Field(default=0.0, ge=0.0)
+    weighted_successes: float = Field(default=0.0, ge=0.0)
