@@ -107,11 +107,11 @@ class EpisodeStore(Protocol):
         self, *, domain: str | None = None, limit: int | None = None
     ) -> list[Heuristic]: ...
 
-    async def iter_embeddings(
+    def iter_embeddings(
         self, model: str, batch_size: int = 1000
     ) -> AsyncIterator[list[StoredEmbedding]]: ...
 
-    async def iter_episodes(self, batch_size: int = 500) -> AsyncIterator[list[Episode]]:
+    def iter_episodes(self, batch_size: int = 500) -> AsyncIterator[list[Episode]]:
         """Every episode with steps, oldest first, in pages (export, reindex, relearn)."""
         ...
 
