@@ -1,0 +1,345 @@
+"""StorageService: the one writer of libSQL and the LMDB cache; the StorageActor wraps it.
+
+libSQL is written first and is the truth; the cache is filled after, best-effort (a cache
+failure is logged and never fails a durable write). Header writes bump ``Episode.revision`` from
+the stored value, which is what the cache and ``sync_memories()`` compare. Retried calls are
+harmless: a repeated create or seal returns the stored episode, steps are unique by number, and
+learning skips episodes it has already absorbed. LMDB runs in worker threads so an async actor's
+event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TypeVar
+
+from episodic_memory.config import MemoryConfig
+from episodic_memory.core.base import utc_now
+from episodic_memory.core.learning import LearningDelta, merge_heuristics, merge_patterns
+from episodic_memory.core.models import Episode, ExecutionStep
+from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.errors import (
+    EpisodeAlreadyCompleted,
+    EpisodeNotFound,
+    StorageError,
+    ValidationError,
+)
+from episodic_memory.storage.base import EpisodeQuery, EpisodeStore, KeywordHit, StoredEmbedding
+from episodic_memory.storage.libsql_store import open_store
+from episodic_memory.storage.lmdb_cache import LmdbCache
+from episodic_memory.storage.reconcile import RepairReport, reconcile
+
+__all__ = ["StorageService"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RECENTLY_LEARNED = 100_000
+"""Episode ids remembered as learned in memory (the first guard against re-learning)."""
+
+
+def _numbered(episode: Episode, index: int) -> list[tuple[str, ExecutionStep]]:
+    for number, step in enumerate(episode.steps):
+        if step.step_number is None:
+            raise ValidationError(
+                f"episodes.{index}.steps.{number}.step_number",
+                "is missing",
+                "number every step before storing it (the episode actor does this)",
+            )
+    return [(episode.episode_id, step) for step in episode.steps]
+
+
+def _ranked(
+    records: Iterable[T], key: Callable[[T], tuple[float, float, str]], limit: int
+) -> list[T]:
+    """Sorted by ``key`` ascending (callers negate scores; the id breaks ties stably)."""
+    return sorted(records, key=key)[: max(0, limit)]
+
+
+class StorageService:
+    """Async facade over one ``EpisodeStore`` and an optional ``LmdbCache``."""
+
+    def __init__(
+        self,
+        config: MemoryConfig,
+        store: EpisodeStore,
+        cache: LmdbCache | None,
+        patterns: Sequence[Pattern] = (),
+        heuristics: Sequence[Heuristic] = (),
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.cache = cache
+        self._patterns: dict[str, Pattern] = {p.pattern_id: p for p in patterns}
+        self._heuristics: dict[str, Heuristic] = {h.heuristic_id: h for h in heuristics}
+        self._learned: OrderedDict[str, None] = OrderedDict()
+        self._learning_lock = asyncio.Lock()
+        self._cache_errors = 0
+        self._closed = False
+
+    @classmethod
+    async def open(cls, config: MemoryConfig) -> StorageService:
+        """Open the store (migrated), the cache under ``config.cache_dir``, and learned state."""
+        store = await open_store(config)
+        cache: LmdbCache | None = None
+        try:
+            if config.cache.enabled:
+                cache = await asyncio.to_thread(
+                    LmdbCache,
+                    config.cache_dir,
+                    config.cache.map_size_bytes,
+                    config.cache.max_episodes_cache,
+                )
+            patterns = await store.load_patterns()
+            heuristics = await store.load_heuristics()
+        except BaseException:
+            if cache is not None:
+                await asyncio.to_thread(cache.close)
+            await store.close()
+            raise
+        return cls(config, store, cache, patterns, heuristics)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.cache is not None:
+                await asyncio.to_thread(self.cache.close)
+        finally:
+            await self.store.close()
+
+    # --- episodes: writes -------------------------------------------------------------------
+    async def create_episodes(self, episodes: Sequence[Episode]) -> list[Episode]:
+        """Store new active episodes (headers, plus any numbered steps they carry).
+
+        A repeated create of an active episode is a no-op returning the stored one.
+        """
+        carried: list[tuple[str, ExecutionStep]] = []
+        for index, episode in enumerate(episodes):
+            if episode.status != "active":
+                raise ValidationError(
+                    f"episodes.{index}.status", "is completed", "create active episodes, then seal"
+                )
+            carried += _numbered(episode, index)
+        stored = {e.episode_id: e for e in await self.store.get_episodes(_ids(episodes))}
+        for episode in episodes:
+            if (old := stored.get(episode.episode_id)) is not None and old.status == "completed":
+                raise EpisodeAlreadyCompleted(episode.episode_id, "it cannot be created again")
+        fresh = {
+            e.episode_id: e.model_copy(update={"revision": e.revision + 1})
+            for e in episodes
+            if e.episode_id not in stored
+        }
+        if fresh:
+            await self.store.put_episodes(list(fresh.values()))
+        if carried:
+            await self.store.append_steps(carried)
+        return [stored[eid] if eid in stored else fresh[eid] for eid in _ids(episodes)]
+
+    async def append_steps(self, steps: Sequence[tuple[str, ExecutionStep]]) -> int:
+        """Append ``(episode_id, step)`` rows; returns how many were new (retries add none)."""
+        return await self.store.append_steps(steps) if steps else 0
+
+    async def seal_episodes(self, episodes: Sequence[Episode]) -> list[Episode]:
+        """Write the final headers (revision bumped) and cache the sealed episodes.
+
+        Steps carried by the episodes are appended first (idempotently), so the cached copy has
+        every stored step. Sealing again with the same outcome returns the stored episode; a
+        different outcome raises ``EpisodeAlreadyCompleted``.
+        """
+        carried: list[tuple[str, ExecutionStep]] = []
+        for index, episode in enumerate(episodes):
+            if episode.status != "completed":
+                raise ValidationError(
+                    f"episodes.{index}.status", "is active", "set status='completed' and outcome"
+                )
+            carried += _numbered(episode, index)
+        stored = {e.episode_id: e for e in await self.store.get_episodes(_ids(episodes))}
+        sealed: dict[str, Episode] = {}
+        for episode in episodes:
+            old = stored.get(episode.episode_id)
+            if old is None:
+                raise EpisodeNotFound(episode.episode_id)
+            if old.status == "completed":
+                if old.outcome != episode.outcome:
+                    raise EpisodeAlreadyCompleted(episode.episode_id, "sealed with another outcome")
+                continue
+            steps = {s.step_number: s for s in episode.steps} | {
+                s.step_number: s for s in old.steps
+            }
+            sealed[episode.episode_id] = episode.model_copy(
+                update={
+                    "revision": old.revision + 1,
+                    "steps": [steps[n] for n in sorted(n for n in steps if n is not None)],
+                }
+            )
+        if carried:
+            await self.store.append_steps(carried)
+        if sealed:
+            await self.store.put_episodes(list(sealed.values()))
+        result = [sealed[eid] if eid in sealed else stored[eid] for eid in _ids(episodes)]
+        await self._cache_put(result)
+        return result
+
+    # --- episodes: reads --------------------------------------------------------------------
+    async def get_episodes(self, episode_ids: Sequence[str]) -> list[Episode]:
+        """Episodes with steps, each id once in the order asked (unknown skipped); cache first."""
+        wanted = list(dict.fromkeys(episode_ids))
+        found: dict[str, Episode] = {}
+        if self.cache is not None and wanted:
+            try:
+                found = await asyncio.to_thread(self.cache.get_episodes, wanted)
+            except StorageError:
+                self._cache_failed("read")
+        misses = [eid for eid in wanted if eid not in found]
+        if misses:
+            loaded = await self.store.get_episodes(misses)
+            found.update((e.episode_id, e) for e in loaded)
+            await self._cache_put(loaded)
+        return [found[eid] for eid in wanted if eid in found]
+
+    async def list_episodes(self, query: EpisodeQuery) -> list[Episode]:
+        return await self.store.list_episodes(query)
+
+    async def keyword_search(
+        self, text: str, domain: str | None = None, limit: int = 50
+    ) -> list[KeywordHit]:
+        return await self.store.keyword_search(text, domain=domain, limit=limit)
+
+    async def candidates_by_metadata(
+        self, domain: str | None, task_type: str | None, limit: int
+    ) -> list[Episode]:
+        """Latest completed episodes sharing the task type and/or domain, most specific first.
+
+        Order: same task type and domain, then same task type, then same domain; newest first
+        within each. Headers come from the indexed columns; full episodes from the cache first.
+        """
+        specs: list[tuple[str | None, str | None]] = []
+        specs += [(domain, task_type)] if domain and task_type else []
+        specs += [(None, task_type)] if task_type else []
+        specs += [(domain, None)] if domain else []
+        ids: dict[str, None] = {}
+        for spec_domain, spec_type in specs or [(None, None)]:
+            if len(ids) >= limit:
+                break
+            query = EpisodeQuery(
+                domain=spec_domain, task_type=spec_type, status="completed", limit=max(1, limit)
+            )
+            ids.update((e.episode_id, None) for e in await self.store.list_episodes(query))
+        return await self.get_episodes(list(ids)[: max(0, limit)])
+
+    # --- learning ---------------------------------------------------------------------------
+    async def merge_learning(self, delta: LearningDelta) -> dict[str, int]:
+        """Fold a learner's delta into patterns and heuristics; mark its episodes learned.
+
+        Serialised, and merged from the in-memory state that is only updated after libSQL
+        accepted the writes, so a failed call can simply be retried. A delta whose episodes
+        were all learned already changes nothing; one that overlaps partly is applied whole
+        (its pre-merged shares cannot be split), minus what ``core.merge`` recognises.
+        """
+        async with self._learning_lock:
+            fresh = [eid for eid in dict.fromkeys(delta.episode_ids) if eid not in self._learned]
+            skipped = len(set(delta.episode_ids)) - len(fresh)
+            if delta.episode_ids and not fresh:
+                return {"episodes": 0, "patterns": 0, "heuristics": 0, "skipped": skipped}
+            now = utc_now()
+            patterns = merge_patterns(self._patterns, delta.patterns, now)
+            heuristics = merge_heuristics(self._heuristics, delta.heuristics, now)
+            if patterns:
+                await self.store.upsert_patterns(patterns)
+            if heuristics:
+                await self.store.upsert_heuristics(heuristics)
+            if fresh:
+                await self.store.mark_learned(fresh)
+            self._patterns.update((p.pattern_id, p) for p in patterns)
+            self._heuristics.update((h.heuristic_id, h) for h in heuristics)
+            self._remember_learned(fresh)
+        if patterns and self.cache is not None:
+            await self._cache_call(self.cache.put_patterns, patterns)
+        return {
+            "episodes": len(fresh),
+            "patterns": len(patterns),
+            "heuristics": len(heuristics),
+            "skipped": skipped,
+        }
+
+    async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]:
+        """Learned patterns (of ``domain`` when given), most confident first."""
+        chosen = (p for p in self._patterns.values() if domain is None or p.domain == domain)
+        return _ranked(chosen, lambda p: (-p.confidence, -p.occurrences, p.pattern_id), limit)
+
+    async def heuristics(self, domain: str | None = None, limit: int = 50) -> list[Heuristic]:
+        """Learned heuristics (of ``domain`` when given), most confident first."""
+        chosen = (h for h in self._heuristics.values() if domain is None or h.domain == domain)
+        return _ranked(chosen, lambda h: (-h.confidence, -h.evidence_count, h.heuristic_id), limit)
+
+    async def unlearned_episode_ids(self, limit: int = 1000) -> list[str]:
+        return await self.store.unlearned_episode_ids(limit)
+
+    # --- embeddings -------------------------------------------------------------------------
+    async def put_embeddings(self, embeddings: Sequence[StoredEmbedding]) -> None:
+        if not embeddings:
+            return
+        await self.store.put_embeddings(embeddings)
+        if self.cache is not None:
+            rows = [(e.episode_id, e.vector) for e in embeddings]
+            await self._cache_call(self.cache.put_embeddings, rows)
+
+    async def iter_embeddings(
+        self, model: str, batch_size: int = 1000
+    ) -> AsyncIterator[list[StoredEmbedding]]:
+        """Stored vectors of ``model`` in pages (to rebuild an index after a restart)."""
+        async for page in self.store.iter_embeddings(model, batch_size):
+            yield page
+
+    # --- maintenance ------------------------------------------------------------------------
+    async def sync_memories(self) -> RepairReport:
+        """Repair the cache from libSQL; an empty report when the cache is off."""
+        if self.cache is None:
+            return RepairReport()
+        return await reconcile(
+            self.cache, self.store, warm_limit=self.config.cache.max_episodes_cache
+        )
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """Rows per table, cache statistics, and the learned state held in memory."""
+        cache = await asyncio.to_thread(self.cache.stats) if self.cache is not None else {}
+        return {
+            "tables": await self.store.counts(),
+            "cache": {**cache, "errors": self._cache_errors} if self.cache is not None else {},
+            "learned": {"patterns": len(self._patterns), "heuristics": len(self._heuristics)},
+        }
+
+    # --- internals --------------------------------------------------------------------------
+    async def _cache_put(self, episodes: Sequence[Episode]) -> None:
+        if self.cache is None:
+            return
+        sealed = [e for e in episodes if e.status == "completed"]
+        if sealed:
+            await self._cache_call(self.cache.put_episodes, sealed)
+
+    async def _cache_call(self, method: Callable[[T], int], argument: T) -> None:
+        """Run a cache write off the loop; a failure is logged, counted and never raised."""
+        try:
+            await asyncio.to_thread(method, argument)
+        except StorageError:
+            self._cache_failed("write")
+
+    def _cache_failed(self, what: str) -> None:
+        self._cache_errors += 1
+        logger.warning("LMDB cache %s failed; libSQL answered instead", what, exc_info=True)
+
+    def _remember_learned(self, episode_ids: Iterable[str]) -> None:
+        for eid in episode_ids:
+            self._learned[eid] = None
+            self._learned.move_to_end(eid)
+        while len(self._learned) > RECENTLY_LEARNED:
+            self._learned.popitem(last=False)
+
+
+def _ids(episodes: Iterable[Episode]) -> list[str]:
+    return list(dict.fromkeys(e.episode_id for e in episodes))
