@@ -17,7 +17,12 @@ import pytest
 from episodic_memory.config import CacheConfig, MemoryConfig
 from episodic_memory.core.learning import learn
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
-from episodic_memory.errors import EpisodeAlreadyCompleted, EpisodeNotFound, ValidationError
+from episodic_memory.errors import (
+    EpisodeAlreadyCompleted,
+    EpisodeNotFound,
+    StorageError,
+    ValidationError,
+)
 from episodic_memory.storage.base import EpisodeQuery, StoredEmbedding
 from episodic_memory.storage.reconcile import RepairReport
 from episodic_memory.storage.service import StorageService
@@ -273,3 +278,11 @@ async def test_with_the_cache_disabled_everything_works_from_libsql(tmp_path: Pa
     finally:
         await service.close()
     assert not config.cache_dir.exists()
+
+
+async def test_a_second_service_on_the_same_folder_in_one_process_is_refused(
+    service: StorageService,
+) -> None:
+    with pytest.raises(StorageError, match="already open in this process"):
+        await StorageService.open(service.config)
+    assert await service.get_episodes(["ep-001"]) == []  # the first one is unaffected

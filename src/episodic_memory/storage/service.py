@@ -218,6 +218,8 @@ class StorageService:
         Order: same task type and domain, then same task type, then same domain; newest first
         within each. Headers come from the indexed columns; full episodes from the cache first.
         """
+        if limit <= 0:
+            return []
         specs: list[tuple[str | None, str | None]] = []
         specs += [(domain, task_type)] if domain and task_type else []
         specs += [(None, task_type)] if task_type else []
@@ -227,10 +229,10 @@ class StorageService:
             if len(ids) >= limit:
                 break
             query = EpisodeQuery(
-                domain=spec_domain, task_type=spec_type, status="completed", limit=max(1, limit)
+                domain=spec_domain, task_type=spec_type, status="completed", limit=limit
             )
             ids.update((e.episode_id, None) for e in await self.store.list_episodes(query))
-        return await self.get_episodes(list(ids)[: max(0, limit)])
+        return await self.get_episodes(list(ids)[:limit])
 
     # --- learning ---------------------------------------------------------------------------
     async def merge_learning(self, delta: LearningDelta) -> dict[str, int]:
