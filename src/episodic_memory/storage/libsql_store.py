@@ -168,8 +168,10 @@ class SqlEpisodeStore:
         return [_load_episode(row[1], steps.get(_text(row[0]), [])) for row in headers]
 
     async def get_episodes(self, episode_ids: Sequence[str]) -> list[Episode]:
+        """In the order asked, each id once (first mention); unknown ids are skipped."""
+        wanted = list(dict.fromkeys(episode_ids))
         found: dict[str, Episode] = {}
-        for chunk in _chunks(list(dict.fromkeys(episode_ids)), ID_CHUNK):
+        for chunk in _chunks(wanted, ID_CHUNK):
             headers, steps = await self._executor.batch(
                 [sql.select_episodes(chunk), sql.select_steps(chunk)], read_only=True
             )
@@ -179,7 +181,7 @@ class SqlEpisodeStore:
             for eid, data in headers.rows:
                 key = _text(eid)
                 found[key] = _load_episode(data, by_episode.get(key, []))
-        return [found[eid] for eid in episode_ids if eid in found]
+        return [found[eid] for eid in wanted if eid in found]
 
     async def list_episodes(self, query: EpisodeQuery) -> list[Episode]:
         rows = (await self._executor.execute(*sql.list_episodes(query))).rows
