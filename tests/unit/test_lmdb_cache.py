@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -339,7 +340,9 @@ def test_a_cache_inherited_across_fork_refuses_to_work(cache: LmdbCache) -> None
     context = multiprocessing.get_context("fork")
     queue: multiprocessing.Queue[str] = context.Queue()
     child = context.Process(target=_use_after_fork, args=(cache, queue))
-    child.start()
+    with warnings.catch_warnings():  # 3.12+ warns about fork with threads: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child.start()
     message = queue.get(timeout=60)
     child.join(timeout=60)
     assert "after fork" in message

@@ -147,19 +147,19 @@ class StorageService:
     async def seal_episodes(self, episodes: Sequence[Episode]) -> list[Episode]:
         """Write the final headers (revision bumped) and cache the sealed episodes.
 
-        Steps carried by the episodes are appended first (idempotently), so the cached copy has
-        every stored step. Sealing again with the same outcome returns the stored episode; a
-        different outcome raises ``EpisodeAlreadyCompleted``.
+        Steps carried by the episodes that libSQL lacks (a final flush that never arrived) are
+        appended first, so the cached copy has every stored step. Sealing again with the same
+        outcome returns the stored episode; a different one raises ``EpisodeAlreadyCompleted``.
         """
-        carried: list[tuple[str, ExecutionStep]] = []
         for index, episode in enumerate(episodes):
             if episode.status != "completed":
                 raise ValidationError(
                     f"episodes.{index}.status", "is active", "set status='completed' and outcome"
                 )
-            carried += _numbered(episode, index)
+            _numbered(episode, index)
         stored = {e.episode_id: e for e in await self.store.get_episodes(_ids(episodes))}
         sealed: dict[str, Episode] = {}
+        unflushed: list[tuple[str, ExecutionStep]] = []
         for episode in episodes:
             old = stored.get(episode.episode_id)
             if old is None:
@@ -168,17 +168,17 @@ class StorageService:
                 if old.outcome != episode.outcome:
                     raise EpisodeAlreadyCompleted(episode.episode_id, "sealed with another outcome")
                 continue
-            steps = {s.step_number: s for s in episode.steps} | {
-                s.step_number: s for s in old.steps
-            }
+            known = {s.step_number for s in old.steps}
+            extra = [s for s in episode.steps if s.step_number not in known]
+            unflushed += [(episode.episode_id, s) for s in extra]
             sealed[episode.episode_id] = episode.model_copy(
                 update={
                     "revision": old.revision + 1,
-                    "steps": [steps[n] for n in sorted(n for n in steps if n is not None)],
+                    "steps": sorted([*old.steps, *extra], key=lambda s: s.step_number or 0),
                 }
             )
-        if carried:
-            await self.store.append_steps(carried)
+        if unflushed:
+            await self.store.append_steps(unflushed)
         if sealed:
             await self.store.put_episodes(list(sealed.values()))
         result = [sealed[eid] if eid in sealed else stored[eid] for eid in _ids(episodes)]
