@@ -289,9 +289,11 @@ def list_episodes(query: EpisodeQuery) -> Statement:
         clauses.append("started_at < ?")
         params.append(query.started_before.timestamp())
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    # Ties on started_at go by seq ascending: that is the order the (…, started_at DESC)
+    # indexes already hold (rowid ascending within a key), so no sort step is needed.
     sql = (
         f"SELECT episode_id, data FROM episodes {where}"
-        "ORDER BY started_at DESC, seq DESC LIMIT ? OFFSET ?"
+        "ORDER BY started_at DESC, seq LIMIT ? OFFSET ?"
     )
     return sql, (*params, query.limit, query.offset)
 
@@ -313,8 +315,10 @@ def episodes_page(after: tuple[float, int] | None, limit: int) -> Statement:
 
 def episode_versions_page(after: str, limit: int) -> Statement:
     """``(episode_id, revision)`` of completed episodes, keyset-paged on episode_id."""
+    # `+status` keeps the planner on the episode_id index: walking the status index instead
+    # would sort every completed episode again for each page.
     return (
-        "SELECT episode_id, revision FROM episodes WHERE status = 'completed' "
+        "SELECT episode_id, revision FROM episodes WHERE +status = 'completed' "
         "AND episode_id > ? ORDER BY episode_id LIMIT ?",
         (after, limit),
     )
