@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from itertools import pairwise
 
 __all__ = ["STOPWORDS", "bigrams", "stem", "terms", "tokenize"]
@@ -40,10 +41,11 @@ _VOWELS = frozenset("aeiouy")
 
 def _is_identifier(token: str) -> bool:
     """True for tokens that name one object (an order, a zip) rather than a concept."""
+    if token.isalpha():
+        return False
     if token.isdigit():
         return len(token) > _MAX_NUMBER_DIGITS
-    has_digit = any(ch.isdigit() for ch in token)
-    return has_digit and len(token) > _MAX_MIXED_CHARS
+    return len(token) > _MAX_MIXED_CHARS  # letters mixed with digits
 
 
 def _undouble(word: str) -> str:
@@ -86,15 +88,19 @@ def stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=1 << 16)
+def _term(token: str) -> str | None:
+    """The term a raw lowercase token becomes, or None if it is dropped (cached: word
+    frequencies are Zipfian, so nearly every token is a hit)."""
+    if len(token) < 2 or token in STOPWORDS or _is_identifier(token):
+        return None
+    return stem(token)
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercase, stopword-free, stemmed word tokens of ``text`` in order (repeats kept)."""
     text = _CAMEL_ACRONYM.sub(" ", _CAMEL_LOWER_UPPER.sub(" ", text))
-    tokens: list[str] = []
-    for token in _WORD.findall(text.lower()):
-        if len(token) < 2 or token in STOPWORDS or _is_identifier(token):
-            continue
-        tokens.append(stem(token))
-    return tokens
+    return [term for token in _WORD.findall(text.lower()) if (term := _term(token)) is not None]
 
 
 def bigrams(tokens: Sequence[str]) -> list[str]:
