@@ -1,0 +1,134 @@
+"""EpisodeHostActor: the Ray shell over ``EpisodeHost``, for both placements.
+
+- ``hosted`` (default): a small pool of these (``default:host:0..n-1``) each holds many episode
+  actors; an episode lives on host ``crc32(episode_id) % n``.
+- ``dedicated``: the pool host of an episode creates one more of these, named
+  ``default:episode:<id>``, holding only that episode in its own process; the pool host owns
+  it and kills it once the episode completes (``release_dedicated``). If it dies, clients
+  fall back to the pool host, which adopts the episode from storage.
+
+Either way the state machine is the same plain ``EpisodeHost``; this shell only wires its
+writer to the storage, index and learner actors (found by name, lazily, so a restarted host
+comes back without help) and counts what passes through for Ray's metrics export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray.util import metrics
+
+from episodic_memory.actors.episode_state import CompletionResult, EpisodeHost
+from episodic_memory.actors.pipeline import ServiceWriter
+from episodic_memory.actors.proxies import IndexProxy, StorageProxy, call
+from episodic_memory.actors.service import ServiceNames, actor_class, actor_options, shard
+from episodic_memory.config import MemoryConfig
+from episodic_memory.core.models import Episode, ExecutionStep, TaskOutcome
+from episodic_memory.errors import ServiceError
+
+__all__ = ["EpisodeHostActor"]
+
+idempotent = ray.method(max_task_retries=3)
+
+
+class EpisodeHostActor:
+    def __init__(self, config: MemoryConfig) -> None:
+        self._config = config
+        self._names = ServiceNames.of(config)
+        self._host: EpisodeHost | None = None
+        self._learners: list[Any] = []
+        self._dedicated: dict[str, Any] = {}
+        tags = {"memory": config.ray.memory_name}
+        self._started = metrics.Counter(
+            "episodic_memory_episodes_started", "Episodes started.", ("memory",)
+        )
+        self._completed = metrics.Counter(
+            "episodic_memory_episodes_completed", "Episodes completed.", ("memory",)
+        )
+        self._steps = metrics.Counter(
+            "episodic_memory_steps_logged", "Steps accepted by episode actors.", ("memory",)
+        )
+        for counter in (self._started, self._completed, self._steps):
+            counter.set_default_tags(tags)
+
+    def _lookup(self, name: str) -> Any:
+        try:
+            return ray.get_actor(name, namespace=self._names.namespace)
+        except ValueError:
+            raise ServiceError(f"episode host cannot find actor {name!r}") from None
+
+    def _episodes(self) -> EpisodeHost:
+        if self._host is None:
+            storage = StorageProxy(self._lookup(self._names.storage))
+            index = IndexProxy(self._lookup(self._names.index))
+            pool = self._config.learner.pool_size
+            self._learners = [self._lookup(self._names.learner(i)) for i in range(pool)]
+            self._host = EpisodeHost(
+                ServiceWriter(storage, index, self._hand_off),
+                flush=self._config.flush,
+                limits=self._config.limits,
+                write_batch_size=self._config.storage.write_batch_size,
+            )
+        return self._host
+
+    def _hand_off(self, episode_ids: list[str]) -> None:
+        """Send sealed episodes to their learners without waiting (learning is off-path)."""
+        by_learner: dict[int, list[str]] = {}
+        for episode_id in episode_ids:
+            by_learner.setdefault(shard(episode_id, len(self._learners)), []).append(episode_id)
+        for i, ids in by_learner.items():
+            self._learners[i].learn.remote(ids)
+
+    @idempotent
+    async def ready(self) -> None:
+        self._episodes()
+
+    @idempotent
+    async def start(self, header: Episode) -> None:
+        await self._episodes().start(header)
+        self._started.inc()
+
+    async def log_steps(
+        self, episode_id: str, steps: list[ExecutionStep], call_id: str | None = None
+    ) -> list[int]:
+        numbers = await self._episodes().log_steps(episode_id, steps, call_id)
+        self._steps.inc(len(numbers))
+        return numbers
+
+    @idempotent
+    async def complete(self, episode_id: str, outcome: TaskOutcome) -> CompletionResult:
+        result = await self._episodes().complete(episode_id, outcome)
+        if not result.already_completed:
+            self._completed.inc()
+        return result
+
+    @idempotent
+    async def get(self, episode_id: str) -> Episode:
+        return await self._episodes().get(episode_id)
+
+    @idempotent
+    async def flush(self) -> int:
+        """Flush every episode here, and in the dedicated actors this host owns."""
+        refs = [handle.flush.remote() for handle in self._dedicated.values()]
+        counts: list[int] = await asyncio.gather(*(call(r, "episode.flush") for r in refs))
+        return await self._episodes().flush() + sum(counts)
+
+    async def stats(self) -> dict[str, int]:
+        return {**self._episodes().stats(), "dedicated_actors": len(self._dedicated)}
+
+    async def place_dedicated(self, header: Episode) -> Any:
+        """Create (or find) the episode's own actor, start the episode in it, return it."""
+        name = self._names.episode(header.episode_id)
+        options = actor_options("episode", self._config, name)
+        handle = actor_class("episode").options(**options).remote(self._config)
+        await call(handle.start.remote(header), "episode.start")
+        self._dedicated[header.episode_id] = handle
+        return handle
+
+    async def release_dedicated(self, episode_id: str) -> None:
+        """Kill a completed episode's own actor (this host created and owns it)."""
+        handle = self._dedicated.pop(episode_id, None)
+        if handle is not None:
+            ray.kill(handle, no_restart=True)

@@ -1,0 +1,254 @@
+"""The service's plumbing as plain classes, shared by the Ray actors and the in-process backend.
+
+- ``ServiceWriter``: what an episode host writes through. Sealing is the one place the write
+  path fans out: store the sealed episode, index it (and keep its embedding durable, so a
+  restarted index rebuilds without re-embedding), then hand it to learning without waiting.
+- ``LearningWorker``: learning off the hot path, at most ``max_in_flight`` batches at a time;
+  ``recover()`` re-learns what storage says was never learned (a learner died mid-batch).
+- ``ThreadedIndex``: the index's blocking calls (FAISS, embedding) on one worker thread, so
+  the event loop that owns it keeps answering; one thread because the index is not safe for
+  concurrent writes and searches on it take ~1 ms.
+
+Each talks to storage and the index through small protocols that both the plain services and
+the Ray proxies (``actors/proxies.py``) satisfy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from pydantic import JsonValue
+
+from episodic_memory.core.context import ToolPrediction
+from episodic_memory.core.learning import LearningDelta, learn
+from episodic_memory.core.models import Episode, ExecutionStep, TaskContext
+from episodic_memory.index.service import IndexService, LoadResult
+from episodic_memory.storage.base import EpisodeQuery, StoredEmbedding
+
+__all__ = [
+    "IndexLike",
+    "IndexSource",
+    "LearningWorker",
+    "ServiceWriter",
+    "StorageLike",
+    "ThreadedIndex",
+    "restore_index",
+]
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+class StorageLike(Protocol):
+    async def create_episodes(self, episodes: list[Episode]) -> object: ...
+
+    async def append_steps(self, steps: list[tuple[str, ExecutionStep]]) -> int: ...
+
+    async def seal_episodes(self, episodes: list[Episode]) -> object: ...
+
+    async def get_episodes(self, episode_ids: Sequence[str]) -> list[Episode]: ...
+
+    async def put_embeddings(self, embeddings: list[StoredEmbedding]) -> None: ...
+
+    async def merge_learning(self, delta: LearningDelta) -> Any: ...
+
+    async def unlearned_episode_ids(self, limit: int = 1000) -> list[str]: ...
+
+
+class IndexLike(Protocol):
+    async def add_episodes(self, episodes: list[Episode]) -> list[StoredEmbedding]: ...
+
+    async def observe(self, episodes: list[Episode]) -> None: ...
+
+
+class ServiceWriter:
+    """``EpisodeWriter`` over storage + index + a learning hand-off."""
+
+    def __init__(
+        self, storage: StorageLike, index: IndexLike, hand_off: Callable[[list[str]], None]
+    ) -> None:
+        self._storage = storage
+        self._index = index
+        self._hand_off = hand_off
+
+    async def create_episodes(self, episodes: list[Episode]) -> None:
+        await self._storage.create_episodes(episodes)
+
+    async def append_steps(self, steps: list[tuple[str, ExecutionStep]]) -> int:
+        return await self._storage.append_steps(steps)
+
+    async def get_episodes(self, episode_ids: list[str]) -> list[Episode]:
+        return await self._storage.get_episodes(episode_ids)
+
+    async def seal_episodes(self, episodes: list[Episode]) -> None:
+        # The host flushed every step before sealing; storage keeps the ones it holds, so the
+        # header travels without them (a long episode's steps are not shipped twice).
+        await self._storage.seal_episodes([e.model_copy(update={"steps": []}) for e in episodes])
+        embeddings = await self._index.add_episodes(episodes)
+        if embeddings:
+            await self._storage.put_embeddings(embeddings)
+        self._hand_off([e.episode_id for e in episodes])
+
+
+class LearningWorker:
+    """Learn batches of completed episodes with bounded concurrency; recover lost ones."""
+
+    def __init__(
+        self,
+        storage: StorageLike,
+        index: IndexLike,
+        *,
+        max_in_flight: int,
+        batch_size: int,
+    ) -> None:
+        self._storage = storage
+        self._index = index
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._batch_size = batch_size
+        self._in_flight: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._running = 0
+        self.learned = 0
+        self.failures = 0
+
+    async def learn(self, episode_ids: Sequence[str]) -> int:
+        """Learn from these episodes; return how many completed ones were absorbed."""
+        ids = [i for i in dict.fromkeys(episode_ids) if i not in self._in_flight]
+        if not ids:
+            return 0
+        self._in_flight.update(ids)
+        self._running += 1
+        self._idle.clear()
+        try:
+            async with self._slots:
+                episodes = [
+                    e for e in await self._storage.get_episodes(ids) if e.status == "completed"
+                ]
+                if not episodes:
+                    return 0
+                merged = await self._storage.merge_learning(learn(episodes))
+                if not isinstance(merged, dict) or merged.get("episodes", 1):
+                    await self._index.observe(episodes)  # not when all were learned before
+                self.learned += len(episodes)
+                return len(episodes)
+        except Exception:
+            self.failures += 1
+            log.warning(
+                "learning %d episode(s) failed; recovery will retry", len(ids), exc_info=True
+            )
+            raise
+        finally:
+            self._in_flight.difference_update(ids)
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def recover(self, owns: Callable[[str], bool] = lambda _: True) -> int:
+        """Re-learn every completed episode storage has not seen learned (that ``owns``)."""
+        total = 0
+        seen: set[str] = set()
+        while True:
+            pending = await self._storage.unlearned_episode_ids(limit=self._batch_size * 4)
+            fresh = [i for i in pending if i not in seen and owns(i) and i not in self._in_flight]
+            if not fresh:
+                return total
+            seen.update(fresh)
+            for start in range(0, len(fresh), self._batch_size):
+                total += await self.learn(fresh[start : start + self._batch_size])
+
+    async def drain(self) -> None:
+        """Wait until no batch is in flight."""
+        await self._idle.wait()
+
+    def stats(self) -> dict[str, int]:
+        return {"learned": self.learned, "failures": self.failures, "in_flight": self._running}
+
+
+class ThreadedIndex:
+    """``IndexService`` with every call on one worker thread (never on the event loop)."""
+
+    def __init__(self, service: IndexService) -> None:
+        self.service = service
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index")
+        self.dirty = False  # changed since the last save
+
+    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, partial(fn, *args))
+
+    async def add_episodes(self, episodes: list[Episode]) -> list[StoredEmbedding]:
+        self.dirty = True
+        return await self._run(self.service.add_episodes, episodes)
+
+    async def observe(self, episodes: list[Episode]) -> None:
+        self.dirty = True
+        await self._run(self.service.observe, episodes)
+
+    async def search(
+        self, description: str, context: TaskContext, k: int
+    ) -> list[tuple[str, float]]:
+        return await self._run(self.service.search, description, context, k)
+
+    async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
+        return await self._run(self.service.predict_tools, description, context)
+
+    async def load(self) -> LoadResult:
+        return await self._run(self.service.load)
+
+    async def rebuild(self, embeddings: list[StoredEmbedding]) -> int:
+        return await self._run(self.service.rebuild, embeddings)
+
+    async def save(self) -> None:
+        self.dirty = False
+        await self._run(self.service.save)
+
+    async def stats(self) -> dict[str, JsonValue]:
+        return await self._run(self.service.stats)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+class IndexSource(Protocol):
+    """What rebuilding an index reads from storage."""
+
+    def iter_embeddings(
+        self, model: str, batch_size: int = 1000
+    ) -> AsyncIterator[list[StoredEmbedding]]: ...
+
+    async def list_episodes(self, query: EpisodeQuery) -> list[Episode]: ...
+
+    async def stats(self) -> dict[str, dict[str, int]]: ...
+
+
+async def restore_index(index: ThreadedIndex, storage: IndexSource) -> None:
+    """Load the saved index, then make it level with storage, the truth.
+
+    Vectors are rebuilt from the stored embeddings when the saved set is missing or a
+    different size; the tool predictor relearns from the stored successes when its state is
+    missing. Both are cheap next to re-embedding (the vectors are stored).
+    """
+    loaded = await index.load()
+    embedder = index.service.embedder
+    if embedder is not None:
+        stored = (await storage.stats())["tables"].get("embeddings", 0)
+        held = index.service.vectors
+        if not loaded.vectors or held is None or len(held) != stored:
+            vectors: list[StoredEmbedding] = []
+            async for page in storage.iter_embeddings(embedder.name):
+                vectors.extend(page)
+            await index.rebuild(vectors)
+    if not loaded.predictor:
+        offset = 0
+        while episodes := await storage.list_episodes(
+            EpisodeQuery(status="completed", with_steps=True, limit=500, offset=offset)
+        ):
+            await index.observe(episodes)
+            offset += len(episodes)
+    index.dirty = not (loaded.vectors and loaded.predictor)

@@ -1,0 +1,124 @@
+"""StorageActor: the one writer of libSQL and LMDB, as an async Ray actor over StorageService.
+
+LMDB and the libSQL connection are opened inside this actor's process, lazily on the first call
+(``__init__`` must stay synchronous, and a restart reruns it), so a restarted actor reopens the
+same files and has lost nothing: all of its state is on disk. ``StorageService`` keeps blocking
+work on worker threads, so the event loop serves concurrent callers. It also holds the
+service's configuration, which every client adopts (see ``actors/service.py``). Idempotent
+calls (upserts, step appends keyed by number, reads) are retried by Ray across a restart;
+``merge_learning`` is not — the learners' recovery pass redoes what a crash lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import ray
+
+from episodic_memory.config import MemoryConfig
+from episodic_memory.core.learning import LearningDelta
+from episodic_memory.core.models import Episode, ExecutionStep
+from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.storage.base import EpisodeQuery, KeywordHit, StoredEmbedding
+from episodic_memory.storage.reconcile import RepairReport
+from episodic_memory.storage.service import StorageService
+
+__all__ = ["StorageActor"]
+
+idempotent = ray.method(max_task_retries=3)
+
+
+class StorageActor:
+    def __init__(self, config: MemoryConfig) -> None:
+        self._config = config
+        self._service: StorageService | None = None
+        self._opening = asyncio.Lock()
+
+    async def _svc(self) -> StorageService:
+        if self._service is None:
+            async with self._opening:
+                if self._service is None:
+                    self._service = await StorageService.open(self._config)
+        return self._service
+
+    @idempotent
+    async def ready(self) -> None:
+        await self._svc()
+
+    @idempotent
+    async def config(self) -> MemoryConfig:
+        await self._svc()
+        return self._config
+
+    @idempotent
+    async def create_episodes(self, episodes: list[Episode]) -> None:
+        await (await self._svc()).create_episodes(episodes)
+
+    @idempotent
+    async def append_steps(self, steps: list[tuple[str, ExecutionStep]]) -> int:
+        return await (await self._svc()).append_steps(steps)
+
+    @idempotent
+    async def seal_episodes(self, episodes: list[Episode]) -> None:
+        await (await self._svc()).seal_episodes(episodes)
+
+    @idempotent
+    async def put_embeddings(self, embeddings: list[StoredEmbedding]) -> None:
+        await (await self._svc()).put_embeddings(embeddings)
+
+    async def merge_learning(self, delta: LearningDelta) -> dict[str, int]:
+        return await (await self._svc()).merge_learning(delta)
+
+    @idempotent
+    async def get_episodes(self, episode_ids: list[str]) -> list[Episode]:
+        return await (await self._svc()).get_episodes(episode_ids)
+
+    @idempotent
+    async def list_episodes(self, query: EpisodeQuery) -> list[Episode]:
+        return await (await self._svc()).list_episodes(query)
+
+    @idempotent
+    async def keyword_search(
+        self, text: str, domain: str | None = None, limit: int = 50
+    ) -> list[KeywordHit]:
+        return await (await self._svc()).keyword_search(text, domain, limit)
+
+    @idempotent
+    async def candidates_by_metadata(
+        self, domain: str | None, task_type: str | None, limit: int
+    ) -> list[Episode]:
+        return await (await self._svc()).candidates_by_metadata(domain, task_type, limit)
+
+    @idempotent
+    async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]:
+        return await (await self._svc()).patterns(domain, limit)
+
+    @idempotent
+    async def heuristics(self, domain: str | None = None, limit: int = 50) -> list[Heuristic]:
+        return await (await self._svc()).heuristics(domain, limit)
+
+    @idempotent
+    async def unlearned_episode_ids(self, limit: int = 1000) -> list[str]:
+        return await (await self._svc()).unlearned_episode_ids(limit)
+
+    @ray.method(num_returns="streaming")
+    async def iter_embeddings(
+        self, model: str, batch_size: int = 1000
+    ) -> AsyncIterator[list[StoredEmbedding]]:
+        async for page in (await self._svc()).iter_embeddings(model, batch_size):
+            yield page
+
+    @idempotent
+    async def sync_memories(self) -> RepairReport:
+        return await (await self._svc()).sync_memories()
+
+    @idempotent
+    async def stats(self) -> dict[str, dict[str, int]]:
+        return await (await self._svc()).stats()
+
+    async def close(self) -> None:
+        """Close the files (before the actor is killed, so LMDB and WAL end cleanly)."""
+        if self._service is not None:
+            await self._service.close()
+            self._service = None
