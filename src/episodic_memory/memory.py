@@ -1,0 +1,262 @@
+"""SelfLearningMemory: the public async API, over the Ray service or an in-process backend.
+
+::
+
+    memory = await SelfLearningMemory.open()              # local default: ./.episodic-memory/
+    episode_id = await memory.start_episode("fix the login test", TaskContext(domain="web"))
+    await memory.log_steps(episode_id, [ExecutionStep(tool="pytest", success=False), ...])
+    result = await memory.complete_episode(episode_id, TaskOutcome.success("green"))
+    context = await memory.retrieve_relevant_context("fix the signup test", limit=5)
+
+Inputs are validated here, at the edge, into our typed errors naming the field, before any
+backend sees them; everything else is the backend's. ``SyncMemory`` (``memory_sync.py``) is the
+same API for code that is not async, sharing all of this.
+
+Which Ray (backend ``"ray"``, the default): ``config.ray.address`` when set (``"auto"`` or a
+head's ``host:port``); else the Ray this process already initialised; else a new local Ray on
+loopback only, shut down again by ``close()``. Attaching to a head started elsewhere with
+``ray start`` needs that cluster's auth token (Ray 2.60 turns token auth on): run on a node
+that has ``~/.ray/auth_token`` or set ``RAY_AUTH_TOKEN`` and ``RAY_AUTH_MODE=token`` before
+opening, exactly as for any Ray driver. The memory is found by name: drivers and tasks that
+open the same ``namespace`` and ``memory_name`` share it.
+
+A memory handle pickles to its names, so it can be passed into Ray tasks and actors: there it
+reconnects to the same named actors on first use (it never creates a service). The in-process
+backend (``backend="in_process"``: plain classes, no Ray) cannot be shared that way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from episodic_memory.actors.episode_state import CompletionResult
+from episodic_memory.backends import Backend, BackendKind, open_backend
+from episodic_memory.config import MemoryConfig
+from episodic_memory.core.context import RetrievedContext
+from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome, Verdict
+from episodic_memory.core.sanitize import sanitize_episode
+from episodic_memory.core.task_type import classify_task
+from episodic_memory.errors import ServiceError, ValidationError
+from episodic_memory.storage.base import EpisodeQuery
+from episodic_memory.storage.reconcile import RepairReport
+
+if TYPE_CHECKING:
+    from episodic_memory.memory_sync import SyncMemory
+
+__all__ = ["CompletionResult", "SelfLearningMemory"]
+
+StepInput = ExecutionStep | Mapping[str, Any]
+
+
+def _as(model: Any, value: Any, field: str) -> Any:
+    """Validate ``value`` into ``model``; errors are re-rooted at the argument's name."""
+    if isinstance(value, model):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"is a {type(value).__name__}", f"pass a {model.__name__}")
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        inner = exc.field.split(".", 1)[1] if "." in exc.field else ""
+        raise ValidationError(
+            f"{field}.{inner}" if inner else field, exc.problem, exc.fix
+        ) from None
+
+
+def _episode_id(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValidationError(
+            "episode_id", "is not an episode id", "pass the string start_episode() returned"
+        )
+    return value
+
+
+def _steps(values: Sequence[StepInput], limit: int) -> list[ExecutionStep]:
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence):
+        raise ValidationError("steps", "is not a list", "pass a list of ExecutionStep")
+    if len(values) > limit:
+        raise ValidationError("steps", f"has {len(values)} steps", f"send at most {limit} per call")
+    return [_as(ExecutionStep, value, f"steps.{i}") for i, value in enumerate(values)]
+
+
+def _bounded(value: object, field: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise ValidationError(field, f"is {value!r}", f"use a whole number from 1 to {high}")
+    return value
+
+
+class SelfLearningMemory:
+    """The async memory API. Open with ``await SelfLearningMemory.open(config)``."""
+
+    def __init__(
+        self, config: MemoryConfig, kind: BackendKind, backend: Backend | None = None
+    ) -> None:
+        self._config = config
+        self._kind = kind
+        self._backend = backend
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, config: MemoryConfig | None = None, *, backend: BackendKind = "ray"
+    ) -> SelfLearningMemory:
+        """Open (creating if needed) the memory ``config`` names; defaults from the env."""
+        config = config if config is not None else MemoryConfig.from_env()
+        return await cls._open(config, backend, owns_ray=None)
+
+    @classmethod
+    async def _open(
+        cls, config: MemoryConfig, backend: BackendKind, *, owns_ray: bool | None
+    ) -> SelfLearningMemory:
+        opened = await open_backend(config, backend, owns_ray=owns_ray)
+        return cls(opened.config, backend, opened)
+
+    @classmethod
+    def open_sync(
+        cls, config: MemoryConfig | None = None, *, backend: BackendKind = "ray"
+    ) -> SyncMemory:
+        """The same memory behind blocking methods (see ``SyncMemory``)."""
+        from episodic_memory.memory_sync import SyncMemory
+
+        return SyncMemory.open(config, backend=backend)
+
+    @property
+    def config(self) -> MemoryConfig:
+        """The service's configuration (a client attaching to a running memory adopts it)."""
+        return self._config
+
+    async def _b(self) -> Backend:
+        if self._closed:
+            raise ServiceError("this memory handle is closed; open the memory again")
+        if self._backend is None:
+            # Unpickled in a Ray worker: find the service by name, never create one.
+            self._backend = await open_backend(self._config, "ray", create=False)
+        return self._backend
+
+    async def start_episode(
+        self,
+        description: str,
+        context: TaskContext | Mapping[str, Any] | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> str:
+        """Begin an episode; its header is durable before the id is returned."""
+        ctx = TaskContext() if context is None else _as(TaskContext, context, "context")
+        if not isinstance(description, str):
+            raise ValidationError("description", "is not a string", "describe the task in text")
+        header = Episode.model_validate(
+            {"task_description": description, "context": ctx, "agent_id": agent_id}
+        )
+        header = sanitize_episode(
+            header.model_copy(update={"task_type": classify_task(description, ctx)})
+        )
+        await (await self._b()).start(header)
+        return header.episode_id
+
+    async def log_step(self, episode_id: str, step: StepInput) -> int:
+        """Append one step; returns its step number. Prefer ``log_steps`` for bursts."""
+        return (await self.log_steps(episode_id, [step]))[0]
+
+    async def log_steps(self, episode_id: str, steps: Sequence[StepInput]) -> list[int]:
+        """Append a burst of steps in one call; returns their step numbers, in order."""
+        eid = _episode_id(episode_id)
+        checked = _steps(steps, self._config.limits.max_steps_per_call)
+        if not checked:
+            return []
+        return await (await self._b()).log_steps(eid, checked, uuid.uuid4().hex)
+
+    async def complete_episode(
+        self, episode_id: str, outcome: TaskOutcome | Mapping[str, Any]
+    ) -> CompletionResult:
+        """Seal the episode; it is stored and indexed (retrievable) when this returns.
+
+        Learning from it continues in the background. Completing again with the same outcome
+        returns the first result with ``already_completed=True``.
+        """
+        eid = _episode_id(episode_id)
+        return await (await self._b()).complete(eid, _as(TaskOutcome, outcome, "outcome"))
+
+    async def retrieve_relevant_context(
+        self,
+        description: str,
+        context: TaskContext | Mapping[str, Any] | None = None,
+        limit: int = 5,
+    ) -> RetrievedContext:
+        """The most useful past episodes for a task, with patterns, heuristics and tools."""
+        if not isinstance(description, str) or not description.strip():
+            raise ValidationError("description", "is empty", "describe the task in text")
+        max_chars = self._config.limits.max_description_chars
+        if len(description) > max_chars:
+            raise ValidationError("description", "is too long", f"keep it under {max_chars} chars")
+        ctx = None if context is None else _as(TaskContext, context, "context")
+        k = _bounded(limit, "limit", self._config.limits.max_retrieve_limit)
+        return await (await self._b()).retrieve(description, ctx, k)
+
+    async def get_episode(self, episode_id: str) -> Episode:
+        """The episode with its steps: live from its episode actor while active."""
+        return await (await self._b()).get_episode(_episode_id(episode_id))
+
+    async def list_episodes(
+        self,
+        *,
+        domain: str | None = None,
+        task_type: str | None = None,
+        verdict: Verdict | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[Episode]:
+        """Episode headers (no steps), newest first."""
+        query = _as(
+            EpisodeQuery,
+            {
+                "domain": domain,
+                "task_type": task_type,
+                "verdict": verdict,
+                "started_after": since,
+                "started_before": until,
+                "limit": _bounded(limit, "limit", 10_000),
+            },
+            "filters",
+        )
+        return await (await self._b()).list_episodes(query)
+
+    async def sync_memories(self) -> RepairReport:
+        """Flush buffered steps, then repair the LMDB cache from libSQL (the truth)."""
+        return await (await self._b()).sync_memories()
+
+    async def settle(self) -> None:
+        """Flush every buffered step and wait for in-flight learning (demos, tests, backups)."""
+        await (await self._b()).settle()
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts per component: storage tables and cache, index, hosts, learners."""
+        return await (await self._b()).stats()
+
+    async def close(self, *, stop_service: bool = False) -> None:
+        """Flush buffered steps and let go of the service.
+
+        ``stop_service=True`` also stops the named actors (for everyone using this memory);
+        a local Ray this memory started is shut down either way.
+        """
+        backend, self._backend = self._backend, None
+        self._closed = True
+        if backend is not None:
+            await backend.close(stop_service=stop_service)
+
+    async def __aenter__(self) -> SelfLearningMemory:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._kind != "ray":
+            raise ServiceError(
+                "an in-process memory cannot be sent to another process; open it with "
+                "backend='ray' to share it with Ray tasks and actors"
+            )
+        return (SelfLearningMemory, (self._config, "ray"))
