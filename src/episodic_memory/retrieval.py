@@ -1,0 +1,315 @@
+"""Retrieval orchestration: fan out to the index and the store, fuse, attach what was learned.
+
+``Retriever`` talks to two small async protocols, so the same code runs over the in-process
+services and over adapters around Ray actor handles. All candidate sources are asked at once
+(``asyncio.gather``); the only second round trip fetches the episodes the first round named
+but did not return. Ranking itself is ``core.ranking`` (pure); this module also picks the
+patterns and heuristics that apply and turns every source of tool knowledge into one ordered
+list of suggested tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from episodic_memory.config import DEFAULT_LIMITS
+from episodic_memory.core.base import utc_now
+from episodic_memory.core.context import (
+    RetrievedContext,
+    ScoredEpisode,
+    SuggestedTool,
+    ToolPrediction,
+)
+from episodic_memory.core.models import Episode, TaskContext
+from episodic_memory.core.patterns import (
+    DecisionPoint,
+    ErrorRecovery,
+    Heuristic,
+    Pattern,
+    ToolSequence,
+)
+from episodic_memory.core.ranking import DEFAULT_WEIGHTS, Candidate, RankingWeights, RankQuery, rank
+from episodic_memory.errors import ValidationError
+from episodic_memory.storage.base import KeywordHit
+
+__all__ = [
+    "IndexAPI",
+    "Retriever",
+    "StorageAPI",
+    "select_heuristics",
+    "select_patterns",
+    "suggest_tools",
+]
+
+_UNSPECIFIED_DOMAIN = "general"  # TaskContext's default: the caller did not say
+
+
+class IndexAPI(Protocol):
+    """The IndexService's retrieval surface, awaited (in-process wrapper or actor adapter)."""
+
+    async def search(
+        self, description: str, context: TaskContext, k: int
+    ) -> list[tuple[str, float]]: ...
+
+    async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction: ...
+
+
+class StorageAPI(Protocol):
+    """The StorageService's retrieval surface."""
+
+    async def keyword_search(
+        self, text: str, domain: str | None = None, limit: int = 50
+    ) -> list[KeywordHit]: ...
+
+    async def candidates_by_metadata(
+        self, domain: str | None, task_type: str | None, limit: int
+    ) -> list[Episode]: ...
+
+    async def get_episodes(self, episode_ids: Sequence[str]) -> list[Episode]: ...
+
+    async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]: ...
+
+    async def heuristics(self, domain: str | None = None, limit: int = 50) -> list[Heuristic]: ...
+
+
+def _share(tools: Sequence[str], expected: Mapping[str, float]) -> float:
+    """Mean expectation of these tools: 1 when every one is expected with certainty."""
+    return sum(expected.get(tool, 0.0) for tool in tools) / len(tools) if tools else 0.0
+
+
+def _pattern_fit(pattern: Pattern, context: TaskContext, expected: Mapping[str, float]) -> float:
+    if isinstance(pattern, ToolSequence):
+        return _share(pattern.tools, expected)
+    if isinstance(pattern, DecisionPoint):
+        return _share([*pattern.after_tools, pattern.chosen_tool], expected)
+    if isinstance(pattern, ErrorRecovery):  # worth knowing whenever the failing tool is likely
+        return expected.get(pattern.failed_tool, 0.0)
+    facts = {"domain": context.domain, "language": context.language, "framework": context.framework}
+    wanted = {k: v for k, v in pattern.features.items() if k in facts}
+    matched = sum(1 for k, v in wanted.items() if facts[k] == v) / len(wanted) if wanted else 0.5
+    return matched * (0.5 + 0.5 * _share(pattern.tools, expected))
+
+
+def select_patterns(
+    patterns: Sequence[Pattern],
+    context: TaskContext,
+    expected: Mapping[str, float],
+    limit: int,
+    min_fit: float = 0.2,
+) -> list[Pattern]:
+    """Patterns whose tools this task is expected to use, by confidence × fit."""
+    scored = [
+        (p.confidence * fit, p)
+        for p in patterns
+        if (fit := _pattern_fit(p, context, expected)) >= min_fit
+    ]
+    scored.sort(key=lambda item: (-item[0], item[1].pattern_id))
+    return [p for score, p in scored[:limit] if score > 0]
+
+
+def select_heuristics(
+    heuristics: Sequence[Heuristic],
+    context: TaskContext,
+    expected: Mapping[str, float],
+    limit: int,
+) -> list[Heuristic]:
+    """Rules whose condition names this task's type or setting, or whose tool is expected."""
+    labels = [v for v in (context.task_type, context.language, context.framework) if v]
+    scored: list[tuple[float, Heuristic]] = []
+    for h in heuristics:
+        names_setting = any(label in h.condition for label in labels)
+        tool_fit = expected.get(h.tool, 0.0) if h.tool else 0.0
+        fit = max(1.0 if names_setting else 0.0, tool_fit)
+        if fit > 0 and h.confidence > 0:
+            scored.append((h.confidence * fit, h))
+    scored.sort(key=lambda item: (-item[0], item[1].heuristic_id))
+    return [h for _, h in scored[:limit]]
+
+
+def suggest_tools(
+    votes: Sequence[tuple[str, float, Sequence[str]]], limit: int
+) -> list[SuggestedTool]:
+    """Merge ordered tool lists ``(source, weight in [0,1], tools)`` position by position.
+
+    At each position the tool with the most weight behind it (not yet suggested) wins; its
+    confidence is the noisy-OR of its voters' weights, so agreement raises it and a single
+    weak voter stays weak.
+    """
+    chosen: list[SuggestedTool] = []
+    taken: set[str] = set()
+    for position in range(limit):
+        tally: dict[str, list[tuple[str, float]]] = {}
+        for source, weight, tools in votes:
+            # A voter proposes its first tool not yet taken, for as many positions as it has.
+            proposal = next((t for t in tools if t not in taken), None)
+            if proposal is not None and position < len(tools) and weight > 0:
+                tally.setdefault(proposal, []).append((source, weight))
+        if not tally:
+            break
+        tool, voters = max(tally.items(), key=lambda item: (sum(w for _, w in item[1]), item[0]))
+        miss = 1.0
+        for _, weight in voters:
+            miss *= 1.0 - min(weight, 1.0)
+        sources = "+".join(dict.fromkeys(source for source, _ in voters))
+        chosen.append(SuggestedTool(tool=tool, confidence=round(1.0 - miss, 4), source=sources))
+        taken.add(tool)
+    return chosen
+
+
+class Retriever:
+    """``retrieve(description, context, limit)`` over an index (optional) and a store."""
+
+    def __init__(
+        self,
+        storage: StorageAPI,
+        index: IndexAPI | None = None,
+        *,
+        weights: RankingWeights = DEFAULT_WEIGHTS,
+        candidates_per_source: int = 50,
+        max_patterns: int = 5,
+        max_heuristics: int = 5,
+        max_tools: int = 5,
+        classify: Callable[[str, TaskContext], str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.storage = storage
+        self.index = index
+        self.weights = weights
+        self.candidates_per_source = candidates_per_source
+        self.max_patterns = max_patterns
+        self.max_heuristics = max_heuristics
+        self.max_tools = max_tools
+        self.classify = classify
+        self.clock = clock
+
+    async def _semantic(self, description: str, context: TaskContext) -> list[tuple[str, float]]:
+        if self.index is None:
+            return []
+        return await self.index.search(description, context, self.candidates_per_source)
+
+    async def _predicted(self, description: str, context: TaskContext) -> ToolPrediction:
+        if self.index is None:
+            return ToolPrediction()
+        return await self.index.predict_tools(description, context)
+
+    async def retrieve(
+        self, description: str, context: TaskContext | None = None, limit: int = 5
+    ) -> RetrievedContext:
+        if not description.strip():
+            raise ValidationError("description", "is blank", "describe the task")
+        if not 1 <= limit <= DEFAULT_LIMITS.max_retrieve_limit:
+            raise ValidationError(
+                "limit", f"is {limit}", f"use 1..{DEFAULT_LIMITS.max_retrieve_limit}"
+            )
+        context = context or TaskContext()
+        task_type = context.task_type or (
+            self.classify(description, context) if self.classify else None
+        )
+        domain = context.domain
+        known_domain = None if domain == _UNSPECIFIED_DOMAIN else domain
+        n = self.candidates_per_source
+        semantic, predicted, keyword, by_metadata, patterns, heuristics = await asyncio.gather(
+            self._semantic(description, context),
+            self._predicted(description, context),
+            self.storage.keyword_search(description, domain=known_domain, limit=n),
+            self.storage.candidates_by_metadata(domain, task_type, n),
+            self.storage.patterns(domain),
+            self.storage.heuristics(domain),
+        )
+        episodes = {e.episode_id: e for e in by_metadata}
+        wanted = [i for i, _ in semantic] + [hit.episode_id for hit in keyword]
+        missing = [i for i in dict.fromkeys(wanted) if i not in episodes]
+        if missing:
+            episodes.update((e.episode_id, e) for e in await self.storage.get_episodes(missing))
+        completed = {i: e for i, e in episodes.items() if e.outcome is not None}
+        sources = {
+            "semantic": semantic,
+            "keyword": [(hit.episode_id, hit.score) for hit in keyword],
+            "metadata": [(e.episode_id, 0.0) for e in by_metadata],
+        }
+        query = RankQuery(
+            description=description,
+            now=self.clock(),
+            domain=known_domain,
+            language=context.language,
+            tags=frozenset(tag.lower() for tag in context.tags),
+            task_type=task_type,
+            predicted_tools=dict(predicted.tools),
+        )
+        candidates = {i: Candidate.from_episode(e) for i, e in completed.items()}
+        ranked = rank(query, sources, candidates, limit, self.weights)
+        expected = _expected(predicted, ranked)
+        scoped = (
+            context if context.task_type else context.model_copy(update={"task_type": task_type})
+        )
+        return RetrievedContext(
+            query=description,
+            episodes=ranked,
+            patterns=select_patterns(patterns, scoped, expected, self.max_patterns),
+            heuristics=select_heuristics(heuristics, scoped, expected, self.max_heuristics),
+            suggested_tools=suggest_tools(
+                _tool_votes(predicted, ranked, patterns, heuristics, expected), self.max_tools
+            ),
+            explanation=None
+            if ranked
+            else _explain(candidates, semantic, keyword, domain, self.index),
+        )
+
+
+def _expected(predicted: ToolPrediction, ranked: Sequence[ScoredEpisode]) -> dict[str, float]:
+    """How strongly each tool is expected: the predictor, or the top episodes that used it."""
+    expected = dict(predicted.tools)
+    top = ranked[:3]
+    for tool in {tool for episode in top for tool in episode.tools}:
+        share = sum(tool in episode.tools for episode in top) / len(top)
+        expected[tool] = max(expected.get(tool, 0.0), share)
+    return expected
+
+
+def _tool_votes(
+    predicted: ToolPrediction,
+    ranked: Sequence[ScoredEpisode],
+    patterns: Sequence[Pattern],
+    heuristics: Sequence[Heuristic],
+    expected: Mapping[str, float],
+) -> list[tuple[str, float, Sequence[str]]]:
+    marginal = dict(predicted.tools)
+    votes: list[tuple[str, float, Sequence[str]]] = []
+    if predicted.sequence:
+        first = marginal.get(predicted.sequence[0], 0.5)
+        votes.append(("predictor", first, predicted.sequence))
+    for pattern in patterns:
+        if isinstance(pattern, ToolSequence):
+            fit = _share(pattern.tools, expected)
+            votes.append(("pattern", pattern.confidence * fit, pattern.tools))
+    for h in heuristics:
+        if h.trigger == "task_start" and h.tool:
+            votes.append(("heuristic", h.confidence * expected.get(h.tool, 0.0), [h.tool]))
+    top = ranked[0].score if ranked else 0.0
+    for episode in ranked[:3]:
+        if episode.verdict in ("success", "partial") and top > 0:
+            votes.append(("episodes", 0.5 * episode.score / top, episode.tools))
+    return votes
+
+
+def _explain(
+    candidates: Mapping[str, Candidate],
+    semantic: Sequence[tuple[str, float]],
+    keyword: Sequence[KeywordHit],
+    domain: str,
+    index: IndexAPI | None,
+) -> str:
+    if not candidates:
+        return (
+            "memory has no completed episodes that could match yet; "
+            "complete a few episodes and they will be retrieved here"
+        )
+    best = max((score for _, score in semantic), default=0.0)
+    parts = [f"best text similarity {best:.2f}" if index is not None else "semantic search is off"]
+    parts.append("shared keywords with some episodes" if keyword else "no shared keywords")
+    if domain != _UNSPECIFIED_DOMAIN:
+        parts.append(f"no episode in domain {domain!r} resembles it")
+    return f"no stored episode resembles this task ({', '.join(parts)})"
