@@ -69,8 +69,8 @@ def test_list_episodes_uses_only_indexed_filters_and_newest_first() -> None:
 
 
 def test_the_fts_expression_quotes_each_word_and_ors_them() -> None:
-    assert sql.fts_match_expression('deploy NEAR(x) "y" a*b') == (
-        '"deploy" OR "NEAR" OR "x" OR "y" OR "a" OR "b"'
+    assert sql.fts_match_expression('deploy NEAR(x) "y" c*b') == (
+        '"deploy" OR "NEAR" OR "x" OR "y" OR "c" OR "b"'
     )
 
 
@@ -80,6 +80,11 @@ def test_the_fts_expression_drops_repeats_and_caps_the_words() -> None:
     expression = sql.fts_match_expression(many)
     assert expression is not None
     assert expression.count(" OR ") == sql.MAX_FTS_TERMS - 1
+
+
+def test_stopwords_are_dropped_unless_nothing_else_is_left() -> None:
+    assert sql.fts_match_expression("fix the parser in the build") == '"fix" OR "parser" OR "build"'
+    assert sql.fts_match_expression("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
 
 
 def test_text_without_words_gives_no_fts_query() -> None:

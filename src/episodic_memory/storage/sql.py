@@ -18,6 +18,7 @@ from datetime import datetime
 from episodic_memory.core.base import SCHEMA_VERSION
 from episodic_memory.core.models import Episode, ExecutionStep
 from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.core.text import STOPWORDS
 from episodic_memory.storage.base import EpisodeQuery, StoredEmbedding
 
 __all__ = [
@@ -379,17 +380,16 @@ def fts_match_expression(text: str, max_terms: int = MAX_FTS_TERMS) -> str | Non
     Words are taken with a unicode-aware tokenizer, each is double-quoted (a quoted string is
     a literal in FTS5: no column filters, NEAR, ``*``, AND/NOT, parentheses) and they are OR-ed
     so BM25 ranks by how many and how rare the shared words are. ``None`` when no word is left.
+    Repeats (case-insensitive) and, when other words remain, English stopwords are dropped.
     """
-    words: list[str] = []
-    seen: set[str] = set()
+    unique: dict[str, str] = {}
     for word in _WORD.findall(unicodedata.normalize("NFKC", text)):
-        key = word.casefold()
-        if key not in seen:
-            seen.add(key)
-            words.append('"' + word.replace('"', '""') + '"')
-        if len(words) >= max_terms:
-            break
-    return " OR ".join(words) if words else None
+        unique.setdefault(word.casefold(), word)
+    # English stopwords match nearly every row, so BM25 must score almost the whole table for
+    # them while they barely move the ranking: drop them, unless nothing else is left.
+    words = [w for key, w in unique.items() if key not in STOPWORDS] or list(unique.values())
+    quoted = ['"' + word.replace('"', '""') + '"' for word in words[:max_terms]]
+    return " OR ".join(quoted) if quoted else None
 
 
 _BM25 = "bm25(episodes_fts, 0.0, 0.0, 2.0, 1.0)"  # description weighs twice the steps' text
