@@ -316,9 +316,8 @@ def rank(
         weights.predictor_share,
     )
     idf = tool_idf([c.tools for c in pool])
-    scored: list[ScoredEpisode] = []
+    rows: list[tuple[Candidate, ScoreBreakdown]] = []
     for c in pool:
-        context = context_match(query, c)
         # Evidence that the episode is about this task at all; without any, leave it out.
         relevant = (
             semantic_raw.get(c.episode_id, 0.0) >= weights.min_similarity
@@ -332,43 +331,41 @@ def rank(
             "semantic": semantic.get(c.episode_id, 0.0),
             "keyword": keyword.get(c.episode_id, 0.0),
             "fusion": fused.get(c.episode_id, 0.0),
-            "context": context,
+            "context": context_match(query, c),
             "outcome": outcome_score(c),
             "recency": recency_score(c, query.now, weights.recency_half_life_days),
             "tool_overlap": tool_overlap(expected, c.tools, idf),
         }
         total = sum(getattr(weights, name) * value for name, value in parts.items())
-        b = ScoreBreakdown(**parts, total=total)
-        scored.append(
-            ScoredEpisode(
-                episode_id=c.episode_id,
-                task_description=c.description,
-                domain=c.domain,
-                verdict=c.verdict,
-                reward=c.reward,
-                tools=list(c.tools),
-                score=b.total,
-                breakdown=b,
-                why=_why(b, c, query),
-            )
-        )
-    scored.sort(key=lambda s: s.score, reverse=True)
+        rows.append((c, ScoreBreakdown(**parts, total=total)))
+    rows.sort(key=lambda row: row[1].total, reverse=True)
+    rows = rows[: max(limit * 4, limit)]  # MMR only reorders near the top
     # Diversity over text only: episodes sharing a tool set are often exactly the relevant
     # ones, so penalising tool overlap here would undo the tool-overlap signal above.
-    words = [_words(s.task_description) for s in scored]
-
-    def similarity(i: int, j: int) -> float:
-        return _jaccard(words[i], words[j])
-
-    top = scored[0].score if scored else 1.0
+    words = [_words(c.description) for c, _ in rows]
+    top = rows[0][1].total if rows else 0.0
     order = mmr(
-        list(range(len(scored))),
-        [s.score / top if top > 0 else 0.0 for s in scored],
-        similarity,
+        list(range(len(rows))),
+        [b.total / top if top > 0 else 0.0 for _, b in rows],
+        lambda i, j: _jaccard(words[i], words[j]),
         limit,
         weights.mmr_lambda,
     )
-    return [scored[i] for i in order]
+    return [_scored(*rows[i], query) for i in order]
+
+
+def _scored(c: Candidate, b: ScoreBreakdown, query: RankQuery) -> ScoredEpisode:
+    return ScoredEpisode(
+        episode_id=c.episode_id,
+        task_description=c.description,
+        domain=c.domain,
+        verdict=c.verdict,
+        reward=c.reward,
+        tools=list(c.tools),
+        score=b.total,
+        breakdown=b,
+        why=_why(b, c, query),
+    )
 
 
 class TfidfIndex:
