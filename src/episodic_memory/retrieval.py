@@ -185,10 +185,12 @@ class Retriever:
         self.classify = classify
         self.clock = clock
 
-    async def _semantic(self, description: str, context: TaskContext) -> list[tuple[str, float]]:
+    async def _semantic(
+        self, description: str, context: TaskContext, k: int
+    ) -> list[tuple[str, float]]:
         if self.index is None:
             return []
-        return await self.index.search(description, context, self.candidates_per_source)
+        return await self.index.search(description, context, k)
 
     async def _predicted(self, description: str, context: TaskContext) -> ToolPrediction:
         if self.index is None:
@@ -210,9 +212,9 @@ class Retriever:
         )
         domain = context.domain
         known_domain = None if domain == _UNSPECIFIED_DOMAIN else domain
-        n = self.candidates_per_source
+        n = max(self.candidates_per_source, 2 * limit)
         semantic, predicted, keyword, by_metadata, patterns, heuristics = await asyncio.gather(
-            self._semantic(description, context),
+            self._semantic(description, context, n),
             self._predicted(description, context),
             self.storage.keyword_search(description, domain=known_domain, limit=n),
             self.storage.candidates_by_metadata(domain, task_type, n),
@@ -302,14 +304,15 @@ def _explain(
     domain: str,
     index: IndexAPI | None,
 ) -> str:
-    if not candidates:
+    if not candidates and index is not None and not semantic:
+        # The vector index returns its nearest neighbours whatever they are: none means empty.
         return (
-            "memory has no completed episodes that could match yet; "
+            "memory has no completed episodes yet; "
             "complete a few episodes and they will be retrieved here"
         )
     best = max((score for _, score in semantic), default=0.0)
     parts = [f"best text similarity {best:.2f}" if index is not None else "semantic search is off"]
     parts.append("shared keywords with some episodes" if keyword else "no shared keywords")
     if domain != _UNSPECIFIED_DOMAIN:
-        parts.append(f"no episode in domain {domain!r} resembles it")
+        parts.append(f"no episode of domain {domain!r} or of this task type")
     return f"no stored episode resembles this task ({', '.join(parts)})"

@@ -139,7 +139,7 @@ async def test_empty_memory_returns_no_episodes_and_explains_why() -> None:
     result = await retriever(MemoryStorage(), episodes=[]).retrieve("cancel my order", RETAIL)
     assert result.episodes == []
     assert result.explanation is not None
-    assert "no completed episodes" in result.explanation
+    assert "no completed episodes yet" in result.explanation
 
 
 async def test_the_episodes_about_the_same_task_come_first_with_breakdowns() -> None:
