@@ -13,12 +13,8 @@ import asyncio
 from typing import Any, Literal, Protocol
 
 from episodic_memory.actors.episode_state import CompletionResult, EpisodeHost
-from episodic_memory.actors.pipeline import (
-    LearningWorker,
-    ServiceWriter,
-    ThreadedIndex,
-    restore_index,
-)
+from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
+from episodic_memory.actors.pipeline import LearningWorker, ServiceWriter
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome

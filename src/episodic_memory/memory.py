@@ -147,9 +147,11 @@ class SelfLearningMemory:
         ctx = TaskContext() if context is None else _as(TaskContext, context, "context")
         if not isinstance(description, str):
             raise ValidationError("description", "is not a string", "describe the task in text")
-        header = Episode.model_validate(
-            {"task_description": description, "context": ctx, "agent_id": agent_id}
-        )
+        try:
+            header = Episode(task_description=description, context=ctx, agent_id=agent_id)
+        except ValidationError as exc:  # name the argument, not the model's field
+            field = exc.field.replace("Episode.task_description", "description")
+            raise ValidationError(field.replace("Episode.", ""), exc.problem, exc.fix) from None
         header = sanitize_episode(
             header.model_copy(update={"task_type": classify_task(description, ctx)})
         )
@@ -239,8 +241,9 @@ class SelfLearningMemory:
     async def close(self, *, stop_service: bool = False) -> None:
         """Flush buffered steps and let go of the service.
 
-        ``stop_service=True`` also stops the named actors (for everyone using this memory);
-        a local Ray this memory started is shut down either way.
+        The handle that created a (non-detached) service owns it: closing that one stops the
+        service for every client. ``stop_service=True`` stops it from any handle, detached or
+        not. A local Ray this memory started is shut down either way.
         """
         backend, self._backend = self._backend, None
         self._closed = True

@@ -201,13 +201,21 @@ class RayBackend:
         }
 
     async def close(self, *, stop_service: bool = False) -> None:
+        """Let go of the service; stop it when asked, or when this client owns it.
+
+        A non-detached service belongs to the client that created it: Ray would end it when
+        that client lets go anyway, so it is stopped here in order — buffers flushed, index
+        saved, files closed — rather than killed mid-write.
+        """
+        owned = self.service.created and not self.config.ray.detached
+        stop = stop_service or owned
         try:
-            if stop_service or self._owns_ray:
+            if stop or self._owns_ray:
                 await self.flush()
                 await call(self.service.index.save.remote(), "index.save")
                 await call(self.service.storage.close.remote(), "storage.close")
         finally:
-            if stop_service:
+            if stop:
                 self.service.kill()
             if self._owns_ray:
                 ray.shutdown()

@@ -16,7 +16,7 @@ import logging
 import ray
 from pydantic import JsonValue
 
-from episodic_memory.actors.pipeline import ThreadedIndex, restore_index
+from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
 from episodic_memory.actors.proxies import StorageProxy
 from episodic_memory.actors.service import ServiceNames
 from episodic_memory.config import MemoryConfig

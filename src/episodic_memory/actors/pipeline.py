@@ -5,9 +5,6 @@
   restarted index rebuilds without re-embedding), then hand it to learning without waiting.
 - ``LearningWorker``: learning off the hot path, at most ``max_in_flight`` batches at a time;
   ``recover()`` re-learns what storage says was never learned (a learner died mid-batch).
-- ``ThreadedIndex``: the index's blocking calls (FAISS, embedding) on one worker thread, so
-  the event loop that owns it keeps answering; one thread because the index is not safe for
-  concurrent writes and searches on it take ~1 ms.
 
 Each talks to storage and the index through small protocols that both the plain services and
 the Ray proxies (``actors/proxies.py``) satisfy.
@@ -17,31 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from pydantic import JsonValue
-
-from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.learning import LearningDelta, learn
-from episodic_memory.core.models import Episode, ExecutionStep, TaskContext
-from episodic_memory.index.service import IndexService, LoadResult
-from episodic_memory.storage.base import EpisodeQuery, StoredEmbedding
+from episodic_memory.core.models import Episode, ExecutionStep
+from episodic_memory.storage.base import StoredEmbedding
 
-__all__ = [
-    "IndexLike",
-    "IndexSource",
-    "LearningWorker",
-    "ServiceWriter",
-    "StorageLike",
-    "ThreadedIndex",
-    "restore_index",
-]
+__all__ = ["IndexLike", "LearningWorker", "ServiceWriter", "StorageLike"]
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
 
 
 class StorageLike(Protocol):
@@ -168,87 +150,3 @@ class LearningWorker:
 
     def stats(self) -> dict[str, int]:
         return {"learned": self.learned, "failures": self.failures, "in_flight": self._running}
-
-
-class ThreadedIndex:
-    """``IndexService`` with every call on one worker thread (never on the event loop)."""
-
-    def __init__(self, service: IndexService) -> None:
-        self.service = service
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index")
-        self.dirty = False  # changed since the last save
-
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, partial(fn, *args))
-
-    async def add_episodes(self, episodes: list[Episode]) -> list[StoredEmbedding]:
-        self.dirty = True
-        return await self._run(self.service.add_episodes, episodes)
-
-    async def observe(self, episodes: list[Episode]) -> None:
-        self.dirty = True
-        await self._run(self.service.observe, episodes)
-
-    async def search(
-        self, description: str, context: TaskContext, k: int
-    ) -> list[tuple[str, float]]:
-        return await self._run(self.service.search, description, context, k)
-
-    async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
-        return await self._run(self.service.predict_tools, description, context)
-
-    async def load(self) -> LoadResult:
-        return await self._run(self.service.load)
-
-    async def rebuild(self, embeddings: list[StoredEmbedding]) -> int:
-        return await self._run(self.service.rebuild, embeddings)
-
-    async def save(self) -> None:
-        self.dirty = False
-        await self._run(self.service.save)
-
-    async def stats(self) -> dict[str, JsonValue]:
-        return await self._run(self.service.stats)
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)
-
-
-class IndexSource(Protocol):
-    """What rebuilding an index reads from storage."""
-
-    def iter_embeddings(
-        self, model: str, batch_size: int = 1000
-    ) -> AsyncIterator[list[StoredEmbedding]]: ...
-
-    async def list_episodes(self, query: EpisodeQuery) -> list[Episode]: ...
-
-    async def stats(self) -> dict[str, dict[str, int]]: ...
-
-
-async def restore_index(index: ThreadedIndex, storage: IndexSource) -> None:
-    """Load the saved index, then make it level with storage, the truth.
-
-    Vectors are rebuilt from the stored embeddings when the saved set is missing or a
-    different size; the tool predictor relearns from the stored successes when its state is
-    missing. Both are cheap next to re-embedding (the vectors are stored).
-    """
-    loaded = await index.load()
-    embedder = index.service.embedder
-    if embedder is not None:
-        stored = (await storage.stats())["tables"].get("embeddings", 0)
-        held = index.service.vectors
-        if not loaded.vectors or held is None or len(held) != stored:
-            vectors: list[StoredEmbedding] = []
-            async for page in storage.iter_embeddings(embedder.name):
-                vectors.extend(page)
-            await index.rebuild(vectors)
-    if not loaded.predictor:
-        offset = 0
-        while episodes := await storage.list_episodes(
-            EpisodeQuery(status="completed", with_steps=True, limit=500, offset=offset)
-        ):
-            await index.observe(episodes)
-            offset += len(episodes)
-    index.dirty = not (loaded.vectors and loaded.predictor)
