@@ -238,6 +238,7 @@ async def test_keyword_search_skips_active_episodes_and_filters_by_domain(
         web.episode_id
     ]
     assert len(await store.keyword_search("deploy", limit=1)) == 1
+    assert await store.keyword_search("deploy", limit=0) == []
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,7 @@ def test_urls_in_messages_lose_their_credentials() -> None:
     assert safe_url("libsql://user:pw@db.example.io:8080/x?authToken=abc&tls=1") == (
         "libsql://db.example.io:8080/x"
     )
+    assert safe_url("ws://[::1]:8080?authToken=abc") == "ws://[::1]:8080"
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,12 @@ def _text(value: Value) -> str:
     return str(value)
 
 
+def _blob(value: Value) -> bytes:
+    if not isinstance(value, bytes):
+        raise StorageError(f"stored embedding vector is {type(value).__name__}, not a BLOB")
+    return value
+
+
 def _int(value: Value) -> int:
     return int(value) if isinstance(value, int | float) else int(_text(value))
 
@@ -192,8 +198,8 @@ class SqlEpisodeStore:
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50
     ) -> list[KeywordHit]:
-        statement = sql.keyword_search(text, domain, max(1, limit))
-        if statement is None:
+        statement = sql.keyword_search(text, domain, limit)
+        if statement is None or limit < 1:
             return []
         rows = (await self._executor.execute(*statement)).rows
         return [KeywordHit(episode_id=_text(eid), score=float(_text(s))) for eid, s in rows]
@@ -238,7 +244,7 @@ class SqlEpisodeStore:
                         episode_id=_text(eid),
                         model=_text(name),
                         dim=_int(dim),
-                        vector=vector if isinstance(vector, bytes) else _text(vector).encode(),
+                        vector=_blob(vector),
                     )
                     for eid, name, dim, vector in page.rows
                 ]

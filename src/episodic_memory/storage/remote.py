@@ -83,6 +83,8 @@ def classify(exc: BaseException) -> Failure:
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, aiohttp.ClientResponseError):  # incl. WebSocket handshake refusals
         return _by_status(exc.status, detail, _retry_after(exc.headers))
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # retrying cannot fix TLS
+        return Failure("fatal", detail)
     if isinstance(exc, TimeoutError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return Failure("transient", detail)
     if isinstance(exc, libsql_client.LibsqlError):
@@ -106,6 +108,8 @@ def safe_url(url: str) -> str:
     """The URL without user info or query (where tokens hide), for messages."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
