@@ -71,6 +71,7 @@ class StorageConfig(_Config):
     retry_base_delay_s: float = Field(default=0.05, gt=0)
     retry_max_delay_s: float = Field(default=2.0, gt=0)
     busy_timeout_ms: int = Field(default=5_000, ge=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)  # one remote round trip
 
 
 class CacheConfig(_Config):

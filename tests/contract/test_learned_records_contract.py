@@ -6,6 +6,7 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from store_helpers import make_episode, step, store_completed
 
 from episodic_memory.core.patterns import (
     ContextPattern,
@@ -166,3 +167,15 @@ async def test_an_embedding_of_the_wrong_byte_length_is_rejected_before_writing(
         await store.put_embeddings([good, bad])
     assert caught.value.field == "embeddings.1.vector"
     assert (await store.counts())["embeddings"] == 0
+
+
+async def test_commit_learning_writes_records_and_learned_marks_together(
+    store: SqlEpisodeStore,
+) -> None:
+    episode = await store_completed(store, make_episode("learn-me", completed=True), [step(1)])
+    pattern = all_kinds()[0]
+    assert await store.learned_episode_ids([episode.episode_id]) == set()
+    await store.commit_learning([pattern], [], [episode.episode_id])
+    assert await store.learned_episode_ids([episode.episode_id, "unknown"]) == {episode.episode_id}
+    assert episode.episode_id not in await store.unlearned_episode_ids()
+    assert pattern.pattern_id in {p.pattern_id for p in await store.load_patterns()}

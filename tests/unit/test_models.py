@@ -107,3 +107,9 @@ def test_old_json_shape_without_later_fields_still_loads() -> None:
     assert episode.revision == 0
     assert episode.pattern_ids == []
     assert episode.steps[0].parameters == {}
+
+
+def test_integers_beyond_64_bits_in_parameters_are_rejected_as_bad_input() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ExecutionStep(tool="t", parameters={"n": 2**70})
+    assert caught.value.field == "ExecutionStep.parameters"

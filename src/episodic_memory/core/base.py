@@ -87,7 +87,10 @@ def check_json_object(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
             f"is nested deeper than {DEFAULT_LIMITS.max_json_depth} levels; flatten it"
         )
     _check_json_leaf_text(value)
-    size = len(orjson.dumps(value))
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
+        raise ValueError("is not JSON-serializable (integers must fit in 64 bits)") from None
     if size > DEFAULT_LIMITS.max_json_bytes:
         raise ValueError(
             f"is {size} bytes serialized; keep it under {DEFAULT_LIMITS.max_json_bytes} bytes"

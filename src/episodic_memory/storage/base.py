@@ -80,6 +80,19 @@ class EpisodeStore(Protocol):
         """Record that learning has absorbed these episodes (so restarts don't re-learn them)."""
         ...
 
+    async def commit_learning(
+        self,
+        patterns: Sequence[Pattern],
+        heuristics: Sequence[Heuristic],
+        episode_ids: Sequence[str],
+    ) -> None:
+        """Upsert merged patterns and heuristics and mark the episodes learned, atomically."""
+        ...
+
+    async def learned_episode_ids(self, episode_ids: Sequence[str]) -> set[str]:
+        """The subset of ``episode_ids`` already marked learned."""
+        ...
+
     async def delete_episodes(self, episode_ids: Sequence[str]) -> int: ...
 
     # --- reads --------------------------------------------------------------------------

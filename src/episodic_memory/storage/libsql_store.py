@@ -155,6 +155,27 @@ class SqlEpisodeStore:
         now = time.time()
         await self._write([[sql.mark_learned(ids, now)] for ids in _chunks(episode_ids, ID_CHUNK)])
 
+    async def commit_learning(
+        self,
+        patterns: Sequence[Pattern],
+        heuristics: Sequence[Heuristic],
+        episode_ids: Sequence[str],
+    ) -> None:
+        """Merged records and learned marks in ONE transaction: a crash leaves both or neither."""
+        now = time.time()
+        statements = [sql.upsert_pattern(pattern) for pattern in patterns]
+        statements += [sql.upsert_heuristic(heuristic) for heuristic in heuristics]
+        statements += [sql.mark_learned(ids, now) for ids in _chunks(episode_ids, ID_CHUNK)]
+        if statements:
+            await self._executor.batch(statements)
+
+    async def learned_episode_ids(self, episode_ids: Sequence[str]) -> set[str]:
+        learned: set[str] = set()
+        for ids in _chunks(list(dict.fromkeys(episode_ids)), ID_CHUNK):
+            result = await self._executor.execute(*sql.learned_among(ids))
+            learned.update(str(row[0]) for row in result.rows)
+        return learned
+
     async def delete_episodes(self, episode_ids: Sequence[str]) -> int:
         deleted = 0
         for ids in _chunks(list(dict.fromkeys(episode_ids)), ID_CHUNK):
@@ -287,7 +308,9 @@ def make_executor(config: MemoryConfig) -> Executor:
             base_delay_s=storage.retry_base_delay_s,
             max_delay_s=storage.retry_max_delay_s,
         )
-        return LibsqlExecutor(url, auth_token=token, retry=retry)
+        return LibsqlExecutor(
+            url, auth_token=token, retry=retry, request_timeout_s=storage.request_timeout_s
+        )
     raise ConfigurationError(
         f"storage.database_url: unsupported scheme {scheme!r}; use file:/path/to/memory.db, "
         "libsql://, wss://, ws://, https:// or http://"

@@ -239,24 +239,25 @@ class StorageService:
         """Fold a learner's delta into patterns and heuristics; mark its episodes learned.
 
         Serialised, and merged from the in-memory state that is only updated after libSQL
-        accepted the writes, so a failed call can simply be retried. A delta whose episodes
-        were all learned already changes nothing; one that overlaps partly is applied whole
-        (its pre-merged shares cannot be split), minus what ``core.merge`` recognises.
+        accepted the writes; records and learned marks commit in one transaction, so a crash
+        leaves both or neither and a failed call can simply be retried. A delta whose episodes
+        were all learned already (checked in libSQL, so it holds across restarts) changes
+        nothing; one that overlaps partly is applied whole (its pre-merged shares cannot be
+        split), minus what ``core.merge`` recognises.
         """
         async with self._learning_lock:
             fresh = [eid for eid in dict.fromkeys(delta.episode_ids) if eid not in self._learned]
+            if fresh:  # the durable guard: survives restarts, unlike the in-memory set
+                already = await self.store.learned_episode_ids(fresh)
+                self._remember_learned(list(already))
+                fresh = [eid for eid in fresh if eid not in already]
             skipped = len(set(delta.episode_ids)) - len(fresh)
             if delta.episode_ids and not fresh:
                 return {"episodes": 0, "patterns": 0, "heuristics": 0, "skipped": skipped}
             now = utc_now()
             patterns = merge_patterns(self._patterns, delta.patterns, now)
             heuristics = merge_heuristics(self._heuristics, delta.heuristics, now)
-            if patterns:
-                await self.store.upsert_patterns(patterns)
-            if heuristics:
-                await self.store.upsert_heuristics(heuristics)
-            if fresh:
-                await self.store.mark_learned(fresh)
+            await self.store.commit_learning(patterns, heuristics, fresh)
             self._patterns.update((p.pattern_id, p) for p in patterns)
             self._heuristics.update((h.heuristic_id, h) for h in heuristics)
             self._remember_learned(fresh)

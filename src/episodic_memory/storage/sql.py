@@ -234,6 +234,15 @@ def mark_learned(episode_ids: Sequence[str], learned_at: float) -> Statement:
     )
 
 
+def learned_among(episode_ids: Sequence[str]) -> Statement:
+    """Which of these episodes learning has already absorbed (the durable double-count guard)."""
+    return (
+        "SELECT episode_id FROM episodes WHERE learned_at IS NOT NULL "
+        f"AND episode_id IN ({_marks(len(episode_ids))})",
+        tuple(episode_ids),
+    )
+
+
 def delete_episodes(episode_ids: Sequence[str]) -> list[Statement]:
     """Everything stored for these episodes; the last statement's row count is the answer."""
     marks = _marks(len(episode_ids))
