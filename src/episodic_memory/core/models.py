@@ -151,20 +151,25 @@ class RewardScore(Record):
     recovery_bonus: float
 
 
+Lessons = Annotated[list[OutcomeItem], Field(max_length=L.max_outcome_items)]
+
+
 class Reflection(Record):
     """Rule-based lessons from one episode (no LLM on the write path)."""
 
     schema_version: int = SCHEMA_VERSION
-    successes: list[str] = Field(default_factory=list)
-    improvements: list[str] = Field(default_factory=list)
-    insights: list[str] = Field(default_factory=list)
+    successes: Lessons = Field(default_factory=list)
+    improvements: Lessons = Field(default_factory=list)
+    insights: Lessons = Field(default_factory=list)
 
 
 class Episode(Record):
     """A whole task: description, context, ordered steps, outcome and what was learned."""
 
     schema_version: int = SCHEMA_VERSION
-    episode_id: str = Field(default_factory=new_episode_id, min_length=1, max_length=200)
+    episode_id: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)] = (
+        Field(default_factory=new_episode_id)
+    )
     task_description: Annotated[
         str,
         Field(min_length=1, max_length=L.max_description_chars),
@@ -184,7 +189,7 @@ class Episode(Record):
     started_at: Timestamp = Field(default_factory=utc_now)
     completed_at: Timestamp | None = None
     metadata: JsonObject = Field(default_factory=dict)
-    pattern_ids: list[str] = Field(default_factory=list)
+    pattern_ids: list[Annotated[str, AfterValidator(check_text)]] = Field(default_factory=list)
     revision: int = Field(default=0, ge=0)  # bumped by the writer on every header write
 
     @field_validator("steps")
