@@ -57,7 +57,12 @@ ErrorText = Annotated[str, Field(max_length=L.max_error_chars), AfterValidator(c
 
 def _as_utc(value: datetime) -> datetime:
     """Naive timestamps are taken as UTC; all stored timestamps are aware."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 has no UTC equivalent
+        raise ValueError(
+            "is out of range in UTC; use a timestamp between years 1 and 9999"
+        ) from None
 
 
 Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
