@@ -122,6 +122,10 @@ def client_key(ctx: Context[Any, Any]) -> str:
     return f"address:{host}" if host else "stdio"
 
 
+def _without(summary: dict[str, Any], key: str) -> dict[str, Any]:
+    return {name: value for name, value in summary.items() if name != key}
+
+
 _WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
@@ -302,4 +306,6 @@ def register_tools(
             until=until,
             limit=limit,
         )
-        return EpisodeListing(episodes=[episode.summary_json() for episode in found])
+        # Listed headers carry no steps, so summary_json's step count would always read 0.
+        summaries = [episode.summary_json() for episode in found]
+        return EpisodeListing(episodes=[_without(summary, "steps") for summary in summaries])
