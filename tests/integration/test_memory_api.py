@@ -122,5 +122,5 @@ def test_the_demo_runs_twice_on_the_same_folder(
     assert "12 episodes in" in second
     assert "holds 12 episodes" in first
     assert "holds 24 episodes" in second
-    assert "Past experience for" in second
+    assert "Advice for a new task" in second
     assert ray.is_initialized()  # the demo used the session's Ray and left it running

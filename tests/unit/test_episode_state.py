@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from episodic_memory.actors.batching import Coalescer
 from episodic_memory.actors.episode_state import EpisodeHost
 from episodic_memory.config import DEFAULT_LIMITS, FlushPolicy, InputLimits
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
@@ -288,3 +289,53 @@ async def test_concurrent_calls_on_one_episode_keep_every_step_exactly_once() ->
     assert sorted(numbers) == list(range(1, 51))
     await host.complete(episode.episode_id, TaskOutcome.success())
     assert writer.durable(episode.episode_id) == list(range(1, 51))
+
+
+async def test_log_many_answers_each_call_on_its_own_and_keeps_per_episode_order() -> None:
+    host = make_host(RecordingWriter())
+    episode = header()
+    await host.start(episode)
+    eid = episode.episode_id
+    results = await host.log_many(
+        [(eid, [step("a")], None), ("missing", [step("x")], None), (eid, [step("b")], None)]
+    )
+    assert results[0] == [1]
+    assert isinstance(results[1], EpisodeNotFound)
+    assert results[2] == [2]
+
+
+async def test_concurrent_submissions_share_one_send_and_get_their_own_answers() -> None:
+    sends: list[list[int]] = []
+
+    async def send(items: list[int]) -> list[int | BaseException]:
+        sends.append(items)
+        return [ValueError(str(i)) if i < 0 else i * 10 for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(send, max_items=100)
+    answers = await asyncio.gather(
+        *(coalescer.submit(i) for i in (1, 2, -3, 4)), return_exceptions=True
+    )
+    assert answers[:2] == [10, 20]
+    assert isinstance(answers[2], ValueError)
+    assert answers[3] == 40
+    assert sends == [[1, 2, -3, 4]]
+
+
+async def test_an_episode_stored_by_a_client_is_activated_once_on_first_touch() -> None:
+    writer = RecordingWriter()
+    episode = header()
+    await writer.create_episodes([episode])  # a client wrote the header; no host.start
+    reads: list[list[str]] = []
+    original = writer.get_episodes
+
+    async def counting(episode_ids: list[str]) -> list[Episode]:
+        reads.append(episode_ids)
+        return await original(episode_ids)
+
+    writer.get_episodes = counting  # type: ignore[method-assign]
+    host = make_host(writer)
+    calls = [host.log_steps(episode.episode_id, [step(f"t{i}")]) for i in range(10)]
+    numbers = sorted(n for batch in await asyncio.gather(*calls) for n in batch)
+    assert numbers == list(range(1, 11))
+    assert reads == [[episode.episode_id]]
+    assert host.holds(episode.episode_id)

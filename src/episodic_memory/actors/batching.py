@@ -15,9 +15,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["GroupCommit"]
+__all__ = ["Coalescer", "GroupCommit"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class GroupCommit(Generic[T]):
@@ -71,3 +72,51 @@ class GroupCommit(Generic[T]):
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+
+
+class Coalescer(Generic[T, R]):
+    """Coalesce concurrent calls into ``send(items) -> results`` calls, one result per item.
+
+    Like ``GroupCommit`` but each caller gets its own answer: ``send`` returns one value per
+    item, in order, and a value that is an exception is raised to that caller only. Used by
+    clients so that many agents' bursts to the same host share one actor call.
+    """
+
+    def __init__(
+        self, send: Callable[[list[T]], Awaitable[list[R | BaseException]]], *, max_items: int
+    ) -> None:
+        self._send = send
+        self._max_items = max(1, max_items)
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self.sends = 0
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self._max_items],
+                self._pending[self._max_items :],
+            )
+            try:
+                results = await self._send([item for item, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:
+                results = [exc] * len(batch)
+            self.sends += 1
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)

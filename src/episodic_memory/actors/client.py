@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 import ray
 
+from episodic_memory.actors.batching import Coalescer
 from episodic_memory.actors.episode_state import CompletionResult
 from episodic_memory.actors.proxies import ActorGone, IndexProxy, StorageProxy, call
-from episodic_memory.actors.service import Service, connect
+from episodic_memory.actors.service import Service, connect, shard
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
@@ -28,6 +30,9 @@ from episodic_memory.storage.reconcile import RepairReport
 
 __all__ = ["RayBackend", "ensure_ray"]
 
+LogCall = tuple[str, list[ExecutionStep], str | None]
+
+_COALESCE_CALLS = 16  # client calls carried by one host call at most
 _DEDICATED_CACHE = 10_000  # episode id → its actor handle, most recent
 _SETTLE_ROUNDS = 200  # x _SETTLE_POLL_S: how long settle() waits for hand-offs in transit
 _SETTLE_POLL_S = 0.05
@@ -65,7 +70,13 @@ class RayBackend:
         self._owns_ray = owns_ray
         self._dedicated = self.config.ray.placement == "dedicated"
         self._handles: OrderedDict[str, Any] = OrderedDict()
+        # Concurrent bursts (many agents in this process) to one host share one actor call.
+        self._logs = [
+            Coalescer(partial(self._log_many, host), max_items=_COALESCE_CALLS)
+            for host in service.hosts
+        ]
         self._storage = StorageProxy(service.storage)
+        self._creates = Coalescer(self._create_many, max_items=self.config.storage.write_batch_size)
         self._index = IndexProxy(service.index)
         self._retriever = Retriever(self._storage, self._index, classify=classify_task)
 
@@ -83,20 +94,37 @@ class RayBackend:
 
     # --- episodes ---------------------------------------------------------------------------
     async def start(self, header: Episode) -> None:
-        host = self.service.host_for(header.episode_id)
+        """Hosted: write the header straight to storage (concurrent starts share one call);
+        the host activates the episode actor on its first call. Dedicated: the pool host
+        creates the episode's own actor, which writes the header."""
         if not self._dedicated:
-            await call(host.start.remote(header), "host.start")
+            await self._creates.submit(header)
             return
+        host = self.service.host_for(header.episode_id)
         handle = await call(host.place_dedicated.remote(header), "host.place_dedicated")
         self._remember(header.episode_id, handle)
+
+    async def _create_many(self, headers: list[Episode]) -> list[BaseException | None]:
+        await self._storage.create_episodes(headers)
+        return [None] * len(headers)
 
     async def log_steps(
         self, episode_id: str, steps: list[ExecutionStep], call_id: str
     ) -> list[int]:
-        numbers: list[int] = await self._on_episode(
-            episode_id, "log_steps", episode_id, steps, call_id
+        if self._dedicated:
+            numbers: list[int] = await self._on_episode(
+                episode_id, "log_steps", episode_id, steps, call_id
+            )
+            return numbers
+        logs = self._logs[shard(episode_id, len(self._logs))]
+        return await logs.submit((episode_id, steps, call_id))
+
+    @staticmethod
+    async def _log_many(host: Any, calls: list[LogCall]) -> list[list[int] | BaseException]:
+        result: list[list[int] | BaseException] = await call(
+            host.log_many.remote(calls), "host.log_many"
         )
-        return numbers
+        return result
 
     async def complete(self, episode_id: str, outcome: TaskOutcome) -> CompletionResult:
         result: CompletionResult = await self._on_episode(

@@ -28,9 +28,9 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from episodic_memory.actors.batching import GroupCommit
+from episodic_memory.actors.batching import Coalescer, GroupCommit
 from episodic_memory.config import FlushPolicy, InputLimits
 from episodic_memory.core.base import Record, utc_now
 from episodic_memory.core.learning import extract_patterns
@@ -45,7 +45,12 @@ from episodic_memory.core.models import (
 from episodic_memory.core.reflection import reflect
 from episodic_memory.core.reward import compute_reward
 from episodic_memory.core.sanitize import sanitize_outcome, sanitize_step
-from episodic_memory.errors import EpisodeAlreadyCompleted, EpisodeNotFound, ValidationError
+from episodic_memory.errors import (
+    EpisodeAlreadyCompleted,
+    EpisodeNotFound,
+    EpisodicMemoryError,
+    ValidationError,
+)
 
 __all__ = ["CompletionResult", "EpisodeActor", "EpisodeHost", "EpisodeWriter"]
 
@@ -100,13 +105,18 @@ class CompletionResult(Record):
 
 
 class _Writes:
-    """The shared writer of one host, each write kind behind its own group commit."""
+    """The shared writer of one host, each call kind behind its own group commit."""
 
     def __init__(self, writer: EpisodeWriter, max_items: int) -> None:
         self.writer = writer
         self.create = GroupCommit(writer.create_episodes, max_items=max_items)
         self.append = GroupCommit(writer.append_steps, max_items=_MAX_STEPS_PER_SEND)
         self.seal = GroupCommit(writer.seal_episodes, max_items=max_items)
+        self.load = Coalescer(self._load, max_items=max_items)
+
+    async def _load(self, episode_ids: list[str]) -> list[Episode | BaseException | None]:
+        found = {e.episode_id: e for e in await self.writer.get_episodes(episode_ids)}
+        return [found.get(episode_id) for episode_id in episode_ids]
 
 
 class EpisodeActor:
@@ -288,9 +298,10 @@ class EpisodeActor:
 class EpisodeHost:
     """Many episode actors in one event loop, sharing one batched writer.
 
-    Episodes it does not hold are looked up in storage: an active one (its host restarted, or
-    it lived in a dedicated actor that died) is adopted with its durable steps; a completed
-    one answers ``get``/``complete`` from the stored record and refuses new steps.
+    An episode it does not hold is activated from storage on first touch: an active one (just
+    started by a client that wrote its header, or its host restarted, or its dedicated actor
+    died) comes back with its durable steps; a completed one answers ``get``/``complete`` from
+    the stored record and refuses new steps; an unknown one raises ``EpisodeNotFound``.
     """
 
     def __init__(
@@ -305,7 +316,7 @@ class EpisodeHost:
         self._flush = flush
         self._limits = limits
         self._episodes: dict[str, EpisodeActor] = {}
-        self._adopt_lock = asyncio.Lock()
+        self._activating: dict[str, asyncio.Future[EpisodeActor]] = {}
         self.started = 0
         self.completed = 0
 
@@ -324,6 +335,22 @@ class EpisodeHost:
     ) -> list[int]:
         actor = await self._resolve(episode_id)
         return await actor.log_steps(steps, call_id)
+
+    async def log_many(
+        self, calls: Sequence[tuple[str, Sequence[ExecutionStep], str | None]]
+    ) -> list[list[int] | EpisodicMemoryError]:
+        """Several clients' ``log_steps`` calls in one: each succeeds or fails on its own.
+
+        Calls on one episode keep their order (each waits on that episode's lock in turn).
+        """
+
+        async def one(call: tuple[str, Sequence[ExecutionStep], str | None]) -> Any:
+            try:
+                return await self.log_steps(*call)
+            except EpisodicMemoryError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(call) for call in calls)))
 
     async def complete(self, episode_id: str, outcome: TaskOutcome) -> CompletionResult:
         actor = await self._resolve(episode_id)
@@ -362,17 +389,28 @@ class EpisodeHost:
         }
 
     async def _resolve(self, episode_id: str) -> EpisodeActor:
+        """The episode's actor, activated from storage on first touch (a virtual actor).
+
+        Concurrent first touches of one episode share one activation; activations of many
+        episodes at once share one storage read.
+        """
         actor = self._episodes.get(episode_id)
         if actor is not None:
             return actor
-        async with self._adopt_lock:
-            actor = self._episodes.get(episode_id)
-            if actor is not None:
-                return actor
-            found = await self._writes.writer.get_episodes([episode_id])
-            if not found:
-                raise EpisodeNotFound(episode_id)
-            actor = EpisodeActor(found[0], self._writes, self._flush, self._limits)
+        activation = self._activating.get(episode_id)
+        if activation is None:
+            activation = asyncio.ensure_future(self._activate(episode_id))
+            self._activating[episode_id] = activation
+            activation.add_done_callback(lambda _: self._activating.pop(episode_id, None))
+        return await asyncio.shield(activation)
+
+    async def _activate(self, episode_id: str) -> EpisodeActor:
+        found = await self._writes.load.submit(episode_id)
+        if found is None:
+            raise EpisodeNotFound(episode_id)
+        actor = self._episodes.get(episode_id)  # started meanwhile
+        if actor is None:
+            actor = EpisodeActor(found, self._writes, self._flush, self._limits)
             if not actor.completed:
                 self._episodes[episode_id] = actor
-            return actor
+        return actor

@@ -68,12 +68,18 @@ class ServiceWriter:
         return await self._storage.get_episodes(episode_ids)
 
     async def seal_episodes(self, episodes: list[Episode]) -> None:
-        # The host flushed every step before sealing; storage keeps the ones it holds, so the
-        # header travels without them (a long episode's steps are not shipped twice).
-        await self._storage.seal_episodes([e.model_copy(update={"steps": []}) for e in episodes])
+        """Index, then store the sealed headers and the vectors at once (two round trips).
+
+        Indexing first is safe: retrieval keeps only episodes storage holds as completed, and
+        a retried seal re-adds the same vectors (an upsert). The host flushed every step
+        before sealing and storage keeps the ones it holds, so headers travel without them.
+        """
         embeddings = await self._index.add_episodes(episodes)
+        headers = [e.model_copy(update={"steps": []}) for e in episodes]
+        writes = [self._storage.seal_episodes(headers)]
         if embeddings:
-            await self._storage.put_embeddings(embeddings)
+            writes.append(self._storage.put_embeddings(embeddings))
+        await asyncio.gather(*writes)
         self._hand_off([e.episode_id for e in episodes])
 
 
