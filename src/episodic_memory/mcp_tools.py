@@ -10,8 +10,10 @@ traceback on the server's stderr and the client only sees that the tool failed.
 # No ``from __future__ import annotations``: the tool signatures carry bounds read from the
 # configuration when the tools are registered, and the SDK evaluates them from the function.
 
+import inspect
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 from mcp.server.mcpserver import Context, MCPServer
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 ERROR_META_KEY = "episodic-memory/error"
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 
 class MemoryHandle:
@@ -144,6 +148,18 @@ def register_tools(
             limiter.admit(client_key(ctx), bucket, cost)
         return handle.get()
 
+    def tool(annotations: ToolAnnotations) -> Callable[[_Fn], _Fn]:
+        """Register with the docstring dedented: it is the description the model reads."""
+
+        def register(fn: _Fn) -> _Fn:
+            description = inspect.cleandoc(fn.__doc__ or "")
+            server.add_tool(
+                fn, description=description, annotations=annotations, structured_output=True
+            )
+            return fn
+
+        return register
+
     task = Field(
         min_length=1,
         max_length=limits.max_description_chars,
@@ -160,7 +176,7 @@ def register_tools(
         ge=1, le=limits.max_retrieve_limit, description="How many past episodes to use, best first."
     )
 
-    @server.tool(annotations=_WRITE, structured_output=True)
+    @tool(_WRITE)
     async def start_episode(
         ctx: Context[Any, Any],
         description: Annotated[str, task],
@@ -177,7 +193,7 @@ def register_tools(
         episode_id = await memory.start_episode(description, context, agent_id=agent_id)
         return EpisodeStarted(episode_id=episode_id)
 
-    @server.tool(annotations=_WRITE, structured_output=True)
+    @tool(_WRITE)
     async def log_step(
         ctx: Context[Any, Any],
         episode_id: Annotated[str, episode_ref],
@@ -189,7 +205,7 @@ def register_tools(
         numbers = await memory.log_steps(episode_id, [step])
         return StepsLogged(episode_id=episode_id, step_numbers=numbers)
 
-    @server.tool(annotations=_WRITE, structured_output=True)
+    @tool(_WRITE)
     async def log_steps(
         ctx: Context[Any, Any],
         episode_id: Annotated[str, episode_ref],
@@ -201,7 +217,7 @@ def register_tools(
         numbers = await memory.log_steps(episode_id, steps)
         return StepsLogged(episode_id=episode_id, step_numbers=numbers)
 
-    @server.tool(annotations=_WRITE, structured_output=True)
+    @tool(_WRITE)
     async def complete_episode(
         ctx: Context[Any, Any],
         episode_id: Annotated[str, episode_ref],
@@ -213,7 +229,7 @@ def register_tools(
         memory = admit(ctx, "episodes")
         return await memory.complete_episode(episode_id, outcome)
 
-    @server.tool(annotations=_READ, structured_output=True)
+    @tool(_READ)
     async def retrieve_relevant_context(
         ctx: Context[Any, Any],
         description: Annotated[str, task],
@@ -235,7 +251,7 @@ def register_tools(
             structured_content=result.model_dump(mode="json"),
         )
 
-    @server.tool(annotations=_READ, structured_output=True)
+    @tool(_READ)
     async def suggest_tools(
         ctx: Context[Any, Any],
         description: Annotated[str, task],
@@ -252,7 +268,7 @@ def register_tools(
             query=description, tools=found.suggested_tools[:limit], explanation=found.explanation
         )
 
-    @server.tool(annotations=_READ, structured_output=True)
+    @tool(_READ)
     async def get_episode(
         ctx: Context[Any, Any],
         episode_id: Annotated[str, episode_ref],
@@ -277,7 +293,7 @@ def register_tools(
             steps_omitted=total - len(kept),
         )
 
-    @server.tool(annotations=_READ, structured_output=True)
+    @tool(_READ)
     async def list_episodes(
         ctx: Context[Any, Any],
         domain: Annotated[

@@ -86,6 +86,7 @@ async def test_every_tool_is_listed_with_a_described_input_schema(mcp_client: Cl
     for tool in tools.values():
         assert tool.description is not None, tool.name
         assert tool.description.strip(), tool.name
+        assert not any(line.startswith(" ") for line in tool.description.splitlines()), tool.name
         assert undescribed(tool.input_schema) == [], tool.name
         assert "$ref" not in str(tool.input_schema), tool.name
     steps = tools["log_steps"].input_schema["properties"]["steps"]
