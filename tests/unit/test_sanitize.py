@@ -73,6 +73,36 @@ def test_a_key_before_a_private_key_block_cannot_split_it() -> None:
     assert "MIIE" not in out
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (
+            "export AWS_ACCESS_KEY_ID=AKIA5HGAZYXDOWG7M6RX-----BEGIN EC PRIVATE KEY-----\n"
+            "MHcCAQEEIGq7Wd2pQvX9fLmT3sKzR8yNcB4hJ6uE1oA5iZ0tVxYw\n-----END EC PRIVATE KEY-----",
+            "AKIA5HGAZYXDOWG7M6RX",
+        ),
+        (
+            "Authorization:  Authorization: Basic ZGVwbG95LWJvdDo2NDNBZTk0RGxaT29ZU3Zs",
+            "ZGVwbG95LWJvdDo2NDNBZTk0RGxaT29ZU3Zs",
+        ),
+        (
+            "password= encryption_key: efX7Eh3QfGiqA+GxdiDgzkjiya9L0t/rXMucQU5DL6le",
+            "efX7Eh3QfGiqA+GxdiDgzkjiya9L0t/rXMucQU5DL6le",
+        ),
+        (
+            '{"k": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSj \\',
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSj",
+        ),
+    ],
+)
+def test_secrets_glued_to_or_hidden_behind_other_matches_are_still_found(
+    text: str, secret: str
+) -> None:
+    once = redact(text)
+    assert secret not in once
+    assert redact(once) == once
+
+
 def test_offsets_stay_right_after_characters_that_grow_when_lowercased() -> None:
     out = redact("İstanbul İİİ DB_PASSWORD=hunter2-Qv7RmX9pLw done")
     assert out == "İstanbul İİİ DB_PASSWORD=[REDACTED:password] done"

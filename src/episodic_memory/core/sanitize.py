@@ -55,6 +55,7 @@ _MARKER = re.compile(r"\[REDACTED:([a-z_]+)\]")
 _I = re.ASCII | re.IGNORECASE
 _A = re.ASCII
 _R = TypeVar("_R", bound=Record)
+_MAX_KEY = 64  # characters of a key looked at: bounds the work on adversarial input
 _Span = tuple[int, int, int, str]  # start, rule rank (earlier rules win ties), end, kind
 
 # -- which keys name secrets, and which values are no secret anyway -----------------------------
@@ -98,16 +99,14 @@ def _key_words(key: str) -> list[str]:
 def _key_kind(key: str) -> tuple[str, bool] | None:
     """The kind a key's value is redacted as, and whether the value must also look random.
 
-    Decided by the key's last words, so ``DB_PASSWORD`` and ``clientSecret`` count while
-    ``max_tokens``, ``token_count``, ``next_page_token`` and ``cache_key`` do not.
+    Decided by the key's last words (callers pass at most ``_MAX_KEY`` characters), so
+    ``DB_PASSWORD`` and ``clientSecret`` count; ``max_tokens`` and ``cache_key`` do not.
     """
     words = _key_words(key)
     if not words or "public" in words:  # publicKeyToken, public_key: published on purpose
         return None
     last, prev = words[-1], (words[-2] if len(words) > 1 else "")
-    if last.endswith(("password", "passwd")) or (
-        last in _PASSWORD_WORDS and (prev or last != "pass")
-    ):
+    if last.endswith(("password", "passwd")) or (last in _PASSWORD_WORDS and prev + last != "pass"):
         return ("password", False)  # but a bare "pass" is a verb
     if words[-3:] == ["secret", "access", "key"]:
         return ("aws_secret_access_key", False)  # aws_secret_access_key, SecretAccessKey
@@ -154,21 +153,15 @@ def _looks_high_entropy(value: str) -> bool:
     """
     if len(value) < 16 or not _HE_CHARS.fullmatch(value) or _UUID.fullmatch(value):
         return False
-    if _HEX.fullmatch(value):
-        return len(value) >= 32 and _entropy(value) >= 3.0
-    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value)
-    if not mixed or not any(c.isdigit() for c in value) or _CAMEL_WORDS.fullmatch(value):
-        return False
-    return _entropy(value) >= 3.5
-
-
-def _entropy(value: str) -> float:
     n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    bits = -sum(c / n * math.log2(c / n) for c in Counter(value).values())  # Shannon, per char
+    if _HEX.fullmatch(value):
+        return n >= 32 and bits >= 3.0
+    kinds = sum(any(test(c) for c in value) for test in (str.islower, str.isupper, str.isdigit))
+    return kinds == 3 and not _CAMEL_WORDS.fullmatch(value) and bits >= 3.5
 
 
-_EDGE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_KEY_CHARS = _EDGE | {"."}
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -177,8 +170,7 @@ class _Rule:
     """A pattern, run only if a ``gate`` literal (if any) occurs in the lowercased text.
 
     The first participating group of ``groups`` is replaced (else the whole match); ``kind_of``
-    refines the kind or returns None to keep the match; ``edge`` rejects a match glued to a
-    token character (checked here: a lookbehind would cost the regex its literal prefix).
+    refines the kind or returns None to keep the match.
     """
 
     kind: str
@@ -186,32 +178,32 @@ class _Rule:
     gate: tuple[str, ...] = ()
     kind_of: Callable[[re.Match[str]], str | None] | None = None
     groups: tuple[str, ...] = ()
-    edge: bool = False
 
     def find(self, text: str, lowered: str, rank: int) -> Iterator[_Span]:
-        if not self.gate or any(g in lowered for g in self.gate):
-            for match in self.pattern.finditer(text):
-                if (found := self.span(match, rank)) is not None:
-                    yield found
+        """Every secret; after a match that is none, look again from its next character."""
+        if self.gate and not any(g in lowered for g in self.gate):
+            return
+        pos = 0
+        while (match := self.pattern.search(text, pos)) is not None:
+            if (found := self.span(match, rank)) is not None:
+                yield found
+                pos = max(match.end(), match.start() + 1)
+            else:
+                pos = match.start() + 1
 
     def span(self, match: re.Match[str] | None, rank: int) -> _Span | None:
         """Where the secret is in ``match.string`` and its kind, or None if it is no secret."""
-        if match is None or (self.edge and match.start() and _glued(match)):
-            return None
-        if (kind := self.kind_of(match) if self.kind_of else self.kind) is None:
+        kind = None if match is None else self.kind_of(match) if self.kind_of else self.kind
+        if match is None or kind is None:
             return None
         group = next((g for g in self.groups if match.group(g) is not None), 0)
         return match.start(group), rank, match.end(group), kind
 
 
-def _glued(match: re.Match[str]) -> bool:
-    return match.string[match.start() - 1] in _EDGE
-
-
 def _key(match: re.Match[str]) -> tuple[int, str]:
     """Where the key starts and the key: the matched word plus the key characters before it."""
     text, i = match.string, match.start()
-    while i and text[i - 1] in _KEY_CHARS:
+    while i and text[i - 1] in _KEY_CHARS and match.start() - i < _MAX_KEY:
         i -= 1
     return i, text[i : match.end("key")]
 
@@ -243,10 +235,10 @@ def _not_a_token(value: str) -> bool:
 
 
 def _code_or_prose(match: re.Match[str], value: str) -> bool:
-    """An unquoted value that is a call, an index, a variable, or a word in a sentence."""
+    """An unquoted value that is a call, an index, a variable, a word, or the next key."""
     text, end, sep = match.string, match.end(), match.start("sep")
-    if text[end : end + 1] in ("(", "["):
-        return True  # password = unquote(password), q_pass = q[..., :dim]
+    if text[end : end + 1] in ("(", "[") or value.endswith(":"):
+        return True  # password = unquote(password), q_pass = q[..., :dim], "password= key: v"
     if _NAME.fullmatch(value):
         if value[0] == "_" or _CONST.fullmatch(value):
             return True  # token = _SEND_MESSAGE_TOKEN
@@ -259,8 +251,8 @@ def _code_or_prose(match: re.Match[str], value: str) -> bool:
 
 def _header_kind(match: re.Match[str]) -> str | None:
     value, scheme = match.group("v"), (match.group("scheme") or "").strip().lower()
-    if _is_placeholder(value, "authorization"):
-        return None
+    if _is_placeholder(value, "authorization") or value.endswith(":"):
+        return None  # ...or the next header
     if not scheme and (value.isalpha() or len(value) < 8):
         return None  # "Authorization: failed", "authorization: see docs"
     return {"bearer": "bearer_token", "basic": "basic_auth"}.get(scheme, "authorization")
@@ -270,6 +262,8 @@ def _cli_kind(match: re.Match[str]) -> str | None:
     value, (begin, flag) = match.group("v"), _key(match)
     if not flag.startswith("-") or (begin and not match.string[begin - 1].isspace()):
         return None  # not a command-line flag
+    if value.endswith(":"):
+        return None  # the next key, not a value
     found = _key_kind(flag)
     if found is None or _is_placeholder(value, flag) or (value.isalpha() and value.islower()):
         return None  # "use the --password option", "--token $TOKEN"
@@ -278,51 +272,59 @@ def _cli_kind(match: re.Match[str]) -> str | None:
     return found[0]
 
 
+def _lead(literal: str) -> str:
+    """``literal`` not glued to a token character before it, checked after the literal so the
+    regex keeps its fast literal prefix and a long run of repeats is tried once, not each time."""
+    return rf"{literal}(?<![A-Za-z0-9_\-]{literal})"
+
+
 # fmt: off
 _T, _END = r"[A-Za-z0-9_\-]", r"(?![A-Za-z0-9_\-])"
 _Q = r"(?:\\?[\"'])?"  # an optional quote, maybe escaped (JSON inside a JSON string)
-_WORD = r"(?P<key>(?:pass|pwd|secret|token|key|auth|credential|salt|hmac|cookie|session)\w*)"
+_WORD = r"(?P<key>(?:pass|pwd|secret|token|key|auth|credential|salt|hmac|cookie|session)\w{0,64})"
 _KV = re.compile(
     rf"{_WORD}{_Q}[ \t]*(?P<sep>:=|=>|[:=](?!=))[ \t]*(?:[bBrRuUfF]{{1,2}}(?=[\"']))?"
-    r"(?:\"(?P<dq>(?:\\.|[^\"\\\r\n])*)\"|'(?P<sq>(?:\\.|[^'\\\r\n])*)'|\\\"(?P<eq>[^\"\\\r\n]*)\\\""
-    r"|(?P<v>\$\{\w*\}|[^\s\"'`\\,;&()\[\]{}<>=][^\s\"'`\\,;&()\[\]{}<>]*))", _I)
+    r"(?:\"(?P<dq>(?:\\.|[^\"\\\r\n]){0,4096})\"|'(?P<sq>(?:\\.|[^'\\\r\n]){0,4096})'"
+    r"|\\\"(?P<eq>[^\"\\\r\n]{0,4096})\\\""
+    r"|(?P<v>\$\{\w*\}|[^\s\"'`\\,;&()\[\]{}<>=][^\s\"'`\\,;&()\[\]{}<>]{0,4096}))", _I)
 _CLI = re.compile(rf"{_WORD}[ \t]+(?P<v>(?![\-\[])[^\s\"'\\]+)", _I)
-_AFTER_KEY = re.compile(r"[a-z0-9_]*(?:\\?[\"'])?[ \t]*[:=]")
-_AFTER_FLAG = re.compile(r"[a-z0-9_]*[ \t]+[^\s\-]")
+_AFTER_KEY = re.compile(r"[a-z0-9_]{0,64}(?:\\?[\"'])?[ \t]*[:=]")
+_AFTER_FLAG = re.compile(r"[a-z0-9_]{0,64}[ \t]+[^\s\-]")
 # Words that locate a key in free text (_key_kind decides); keys named just session, cookie,
 # salt or hmac are caught in JSON only: four more scans of every text would cost too much.
 _KV_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
-_PEM_BODY = r"(?:[A-Za-z0-9+/=:,.\-\s]|\\[nr])*?"  # base64 lines, headers; \n when JSON-escaped
+_PEM_BODY = r"(?:[A-Za-z0-9+/=:,.\-\s]|\\[nr])"  # base64 lines, headers; \n when JSON-escaped
 
 # Most specific first: where two match at the same place, the earlier rule names the kind.
 _RULES: tuple[_Rule, ...] = (
     _Rule("private_key", re.compile(  # a truncated block is redacted to the end of its body
-        rf"-----BEGIN (?P<label>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----{_PEM_BODY}[A-Za-z0-9+/]"
-        rf"{{16}}{_PEM_BODY}(?:-----END (?P=label)-----|(?=[^A-Za-z0-9+/=\s\\]|\Z))")),
-    _Rule("jwt", re.compile(rf"eyJ{_T}{{8,}}\.eyJ{_T}{{8,}}\.{_T}*{_END}"), edge=True),
+        rf"-----BEGIN (?P<label>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----{_PEM_BODY}{{0,300}}?"
+        rf"[A-Za-z0-9+/]{{16}}{_PEM_BODY}*?"
+        rf"(?:-----END (?P=label)-----|(?!{_PEM_BODY}))")),
+    _Rule("jwt", re.compile(rf"{_lead('eyJ')}{_T}{{8,}}\.eyJ{_T}{{8,}}\.{_T}*{_END}")),
     _Rule("api_key", re.compile(  # one literal prefix for three vendors; groups name the kind
-        rf"sk(?:-ant-(?P<anthropic_api_key>{_T}{{20,}})|-(?P<openai_api_key>(?:proj|svcacct|"
+        rf"{_lead('sk')}(?:-ant-(?P<anthropic_api_key>{_T}{{20,}})|-(?P<openai_api_key>(?:proj|svcacct|"
         rf"admin)-{_T}{{20,}}|(?!ant-)(?={_T}*[0-9]){_T}{{20,}})|_(?:live|test)_(?P<stripe_key>"
-        rf"[A-Za-z0-9]{{16,}})){_END}"), kind_of=operator.attrgetter("lastgroup"), edge=True),
+        rf"[A-Za-z0-9]{{16,}})){_END}"), kind_of=operator.attrgetter("lastgroup")),
     _Rule("github_token", re.compile(
-        rf"g(?:(?P<github_token>h[pousr]_[A-Za-z0-9]{{30,}}|ithub_pat_\w{{30,}})|(?P<gitlab_token>"
-        rf"lpat-{_T}{{20,}})){_END}"), kind_of=operator.attrgetter("lastgroup"), edge=True),
-    _Rule("huggingface_token", re.compile(rf"hf_[A-Za-z0-9]{{30,}}{_END}"), edge=True),
-    _Rule("slack_token", re.compile(rf"x(?:ox[abposre]|app-[0-9])-[A-Za-z0-9\-]{{10,}}{_END}"),
-          edge=True),
+        rf"{_lead('g')}(?:(?P<github_token>h[pousr]_[A-Za-z0-9]{{30,}}|ithub_pat_\w{{30,}})|(?P<gitlab_token>"
+        rf"lpat-{_T}{{20,}})){_END}"), kind_of=operator.attrgetter("lastgroup")),
+    _Rule("huggingface_token", re.compile(rf"{_lead('hf_')}[A-Za-z0-9]{{30,}}{_END}")),
+    _Rule("slack_token", re.compile(
+        rf"{_lead('x')}(?:ox[abposre]|app-[0-9])-[A-Za-z0-9\-]{{10,}}{_END}")),
     _Rule("slack_webhook", re.compile(r"https?://hooks\.slack\.com/(?P<v>(?:services|workflows|"
           r"triggers)/[A-Za-z0-9_/\-]{10,})"), groups=("v",)),
-    _Rule("stripe_key", re.compile(rf"rk_(?:live|test)_[A-Za-z0-9]{{16,}}{_END}"), edge=True),
+    _Rule("stripe_key", re.compile(rf"{_lead('rk_')}(?:live|test)_[A-Za-z0-9]{{16,}}{_END}")),
     _Rule("api_key", re.compile(
-        rf"A(?:(?P<google_api_key>Iza{_T}{{35}})|(?P<aws_access_key_id>(?:KIA|SIA|BIA|CCA|3T"
-        rf"[A-Z0-9])[A-Z0-9]{{16}})){_END}"), kind_of=operator.attrgetter("lastgroup"), edge=True),
+        rf"{_lead('A')}(?:(?P<google_api_key>Iza{_T}{{35}})|(?P<aws_access_key_id>(?:KIA|SIA|BIA|CCA|3T"
+        rf"[A-Z0-9])[A-Z0-9]{{16}})){_END}"), kind_of=operator.attrgetter("lastgroup")),
     _Rule("url_password", re.compile(  # scheme://user:PASSWORD@host, from the literal "://"
         r"://[^\s:/?#@\[\]\"'<>]*:(?!\[REDACTED:)(?P<v>[^\s@/?#\"'<>]+)@(?=[A-Za-z0-9\[])"),
           groups=("v",)),
     _Rule("authorization", re.compile(
         rf"(?<![A-Za-z0-9_\-])(?:proxy-)?authorization{_Q}[ \t]*[:=][ \t]*{_Q}(?P<scheme>(?:bearer"
         r"|basic|token|digest|negotiate|ntlm|apikey|aws4-hmac-sha256|sso-key)[ \t]+)?"
-        r"(?P<v>[^\s\"'`\\,;()\[\]]+)", _I), ("authorization",), _header_kind, ("v",)),
+        r"(?P<v>[^\s\"'`\\,;()\[\]]{1,4096})", _I), ("authorization",), _header_kind, ("v",)),
     _Rule("bearer_token", re.compile(
         r"(?<![A-Za-z0-9_\-])bearer[ \t]+(?!\[REDACTED:)(?P<v>(?=[A-Za-z0-9\-._~+/]*[0-9])"
         r"[A-Za-z0-9\-._~+/]{12,}=*)", _I), ("bearer",), groups=("v",)),
@@ -336,29 +338,46 @@ def _pairs(text: str, lowered: str) -> Iterator[_Span]:
     """``key=value`` and ``--flag value`` secrets, located from ``str.find`` hits of key words.
 
     The regexes run anchored, only where a word is followed by a separator (or, for a flag, a
-    value), so prose full of "key" and "token" stays cheap.
+    value), so prose full of "key" and "token" stays cheap; hits inside a secret already found
+    are skipped, so a long run of repeated pairs costs linear time.
     """
+    hits: list[tuple[int, bool]] = []
     for word in _KV_WORDS:
         i = lowered.find(word)
         while i >= 0:
-            end, found = i + len(word), None
+            end = i + len(word)
             if _AFTER_KEY.match(lowered, end):
-                found = _KV_RULE.span(_KV.match(text, i), len(_RULES))
+                hits.append((i, True))
             elif _AFTER_FLAG.match(lowered, end) and "-" in lowered[max(0, i - 40) : i]:
+                hits.append((i, False))
+            i = lowered.find(word, end)
+    claimed = 0
+    for i, pair in sorted(hits):
+        if i >= claimed:
+            if pair:
+                found = _KV_RULE.span(_KV.match(text, i), len(_RULES))
+            else:
                 found = _CLI_RULE.span(_CLI.match(text, i), len(_RULES))
             if found is not None:
+                claimed = found[2]
                 yield found
-            i = lowered.find(word, end)
 
 
 def redact(text: str) -> str:
     """Replace every secret in ``text`` by ``[REDACTED:<kind>]``; idempotent, fast when clean.
 
     Where secrets overlap, the one starting first wins (the earlier rule on a tie: a JWT in
-    a bearer header is a ``jwt``) and covers the other, so no part of either survives.
+    a bearer header is a ``jwt``) and covers the other, so no part of either survives. A
+    marker can expose a secret that was glued to the one it replaced (``AKIA…-----BEGIN``),
+    so redaction repeats until nothing changes: each round leaves fewer unredacted
+    characters, and clean text takes one round.
     """
-    if len(text) < 8:
-        return text
+    while len(text) >= 8 and (again := _redact_once(text)) != text:
+        text = again
+    return text
+
+
+def _redact_once(text: str) -> str:
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters (İ) grow: keep indices aligned
         lowered = text.translate(_ASCII_LOWER)
@@ -398,6 +417,7 @@ def redact_json(value: JsonValue) -> JsonValue:
 
 
 def _redact_keyed(key: str, item: JsonValue) -> JsonValue:
+    key = key[-_MAX_KEY:]
     if (found := _key_kind(key)) is not None:
         kind, needs_entropy = found
         if isinstance(item, str) and not _is_placeholder(item, key):
