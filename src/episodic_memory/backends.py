@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal, Protocol
 
-from episodic_memory.actors.episode_state import CompletionResult, EpisodeHost
+from episodic_memory.actors.episode_host import EpisodeHost
+from episodic_memory.actors.episode_state import CompletionResult
 from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
 from episodic_memory.actors.pipeline import LearningWorker, ServiceWriter
 from episodic_memory.config import MemoryConfig

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from episodic_memory.actors.batching import Coalescer
-from episodic_memory.actors.episode_state import EpisodeHost
+from episodic_memory.actors.episode_host import EpisodeHost
 from episodic_memory.config import DEFAULT_LIMITS, FlushPolicy, InputLimits
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.errors import (

@@ -20,7 +20,8 @@ from typing import Any
 import ray
 from ray.util import metrics
 
-from episodic_memory.actors.episode_state import CompletionResult, EpisodeHost
+from episodic_memory.actors.episode_host import EpisodeHost
+from episodic_memory.actors.episode_state import CompletionResult
 from episodic_memory.actors.pipeline import ServiceWriter
 from episodic_memory.actors.proxies import IndexProxy, StorageProxy, call
 from episodic_memory.actors.service import ServiceNames, actor_class, actor_options, shard
