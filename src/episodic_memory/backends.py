@@ -10,6 +10,7 @@ fits single-process tools; it cannot be shared with other processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Literal, Protocol
 
 from episodic_memory.actors.episode_host import EpisodeHost
@@ -29,6 +30,7 @@ from episodic_memory.storage.service import StorageService
 __all__ = ["Backend", "BackendKind", "InProcessBackend", "open_backend"]
 
 BackendKind = Literal["ray", "in_process"]
+log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
@@ -174,7 +176,10 @@ class InProcessBackend:
             await self._host.close()
             if self._learning:
                 await asyncio.gather(*list(self._learning))
-            await self._index.save()
+            try:
+                await self._index.save()
+            except Exception:  # best effort: the index is rebuilt from storage on the next open
+                log.warning("saving the index failed; it will be rebuilt", exc_info=True)
         finally:
             self._index.close()
             await self._storage.close()

@@ -174,12 +174,13 @@ async def test_a_restarted_host_adopts_its_episodes_from_storage(
     host = ray.get_actor(f"{names.memory_name}:host:0", namespace=names.namespace)
     ray.kill(host, no_restart=False)  # Ray restarts it (max_restarts=-1) with empty memory
 
-    async def adopted() -> list[int] | None:
-        try:
-            return await memory.log_steps(episode_id, agent_steps(0, 1))
-        except Exception:
-            return None
+    async def restarted() -> bool:
+        try:  # the old instance holds the episode; a fresh one holds nothing yet
+            return (await host.stats.remote())["active_episodes"] == 0
+        except ray.exceptions.RayActorError:
+            return False
 
-    assert await poll(adopted) == [3]
+    await poll(restarted)
+    assert await memory.log_steps(episode_id, agent_steps(0, 1)) == [3]
     result = await memory.complete_episode(episode_id, TaskOutcome.success())
     assert result.steps == 3

@@ -9,6 +9,7 @@ proxies, so ``retrieval.Retriever`` runs here, in the caller, unchanged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import OrderedDict
 from functools import partial
@@ -24,6 +25,7 @@ from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.core.task_type import classify_task
+from episodic_memory.errors import ServiceError
 from episodic_memory.retrieval import Retriever
 from episodic_memory.storage.base import EpisodeQuery
 from episodic_memory.storage.reconcile import RepairReport
@@ -31,6 +33,7 @@ from episodic_memory.storage.reconcile import RepairReport
 __all__ = ["RayBackend", "ensure_ray"]
 
 LogCall = tuple[str, list[ExecutionStep], str | None]
+log = logging.getLogger(__name__)
 
 _COALESCE_CALLS = 16  # client calls carried by one host call at most
 _DEDICATED_CACHE = 10_000  # episode id → its actor handle, most recent
@@ -240,7 +243,10 @@ class RayBackend:
         try:
             if stop or self._owns_ray:
                 await self.flush()
-                await call(self.service.index.save.remote(), "index.save")
+                try:
+                    await call(self.service.index.save.remote(), "index.save")
+                except ServiceError:  # the index is rebuilt from storage when it starts
+                    log.warning("saving the index failed; it will be rebuilt", exc_info=True)
                 await call(self.service.storage.close.remote(), "storage.close")
         finally:
             if stop:
