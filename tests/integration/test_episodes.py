@@ -184,3 +184,26 @@ async def test_a_restarted_host_adopts_its_episodes_from_storage(
     assert await memory.log_steps(episode_id, agent_steps(0, 1)) == [3]
     result = await memory.complete_episode(episode_id, TaskOutcome.success())
     assert result.steps == 3
+
+
+async def test_a_dead_dedicated_actor_is_replaced_by_its_pool_host(
+    open_memory: Callable[..., Any], poll: Callable[..., Any]
+) -> None:
+    memory = await open_memory(placement="dedicated", flush_max_steps=2, flush_interval_s=3600)
+    episode_id = await memory.start_episode("heavy episode whose process dies")
+    await memory.log_steps(episode_id, agent_steps(0, 2))  # durable (flushed by count)
+    names = memory.config.ray
+    own = ray.get_actor(f"{names.memory_name}:episode:{episode_id}", namespace=names.namespace)
+    ray.kill(own, no_restart=True)
+
+    async def continued() -> list[int] | None:
+        try:
+            return await memory.log_steps(episode_id, agent_steps(0, 1))
+        except EpisodeNotFound:
+            raise
+        except Exception:
+            return None
+
+    assert await poll(continued) == [3]
+    result = await memory.complete_episode(episode_id, TaskOutcome.success())
+    assert result.steps == 3

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import OrderedDict
 from functools import partial
 from typing import Any
 
 import ray
+from ray.util import metrics
 
 from episodic_memory.actors.batching import Coalescer
 from episodic_memory.actors.episode_state import CompletionResult
@@ -35,6 +37,7 @@ __all__ = ["RayBackend", "ensure_ray"]
 LogCall = tuple[str, list[ExecutionStep], str | None]
 log = logging.getLogger(__name__)
 
+_LATENCY_BOUNDS_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 _COALESCE_CALLS = 16  # client calls carried by one host call at most
 _DEDICATED_CACHE = 10_000  # episode id → its actor handle, most recent
 _SETTLE_ROUNDS = 200  # x _SETTLE_POLL_S: how long settle() waits for hand-offs in transit
@@ -82,6 +85,13 @@ class RayBackend:
         self._creates = Coalescer(self._create_many, max_items=self.config.storage.write_batch_size)
         self._index = IndexProxy(service.index)
         self._retriever = Retriever(self._storage, self._index, classify=classify_task)
+        self._latency = metrics.Histogram(
+            "episodic_memory_retrieval_latency_ms",
+            "Latency of retrieve_relevant_context, as seen by the caller.",
+            boundaries=_LATENCY_BOUNDS_MS,
+            tag_keys=("memory",),
+        )
+        self._latency.set_default_tags({"memory": self.config.ray.memory_name})
 
     @classmethod
     async def open(
@@ -180,7 +190,10 @@ class RayBackend:
     async def retrieve(
         self, description: str, context: TaskContext | None, limit: int
     ) -> RetrievedContext:
-        return await self._retriever.retrieve(description, context, limit)
+        started = time.perf_counter()
+        found = await self._retriever.retrieve(description, context, limit)
+        self._latency.observe((time.perf_counter() - started) * 1000)
+        return found
 
     # --- maintenance ------------------------------------------------------------------------
     async def flush(self) -> int:

@@ -23,7 +23,7 @@ from ray.util import metrics
 from episodic_memory.actors.episode_host import EpisodeHost
 from episodic_memory.actors.episode_state import CompletionResult
 from episodic_memory.actors.pipeline import ServiceWriter
-from episodic_memory.actors.proxies import IndexProxy, StorageProxy, call
+from episodic_memory.actors.proxies import ActorGone, IndexProxy, StorageProxy, call
 from episodic_memory.actors.service import ServiceNames, actor_class, actor_options, shard
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.models import Episode, ExecutionStep, TaskOutcome
@@ -48,6 +48,8 @@ class EpisodeHostActor:
         self._host: EpisodeHost | None = None
         self._learners: list[Any] = []
         self._dedicated: dict[str, Any] = {}
+        self._placed = 0
+        self._released = 0
         self._counts = {"started": 0, "completed": 0, "steps": 0}
         self._metrics: dict[str, metrics.Counter] = {}
         self._reporter: asyncio.Task[None] | None = None
@@ -133,12 +135,27 @@ class EpisodeHostActor:
     @idempotent
     async def flush(self) -> int:
         """Flush every episode here, and in the dedicated actors this host owns."""
-        refs = [handle.flush.remote() for handle in self._dedicated.values()]
-        counts: list[int] = await asyncio.gather(*(call(r, "episode.flush") for r in refs))
-        return await self._episodes().flush() + sum(counts)
+        owned = list(self._dedicated.items())
+        answers = await asyncio.gather(
+            *(call(handle.flush.remote(), "episode.flush") for _, handle in owned),
+            return_exceptions=True,
+        )
+        written = 0
+        for (episode_id, _), answer in zip(owned, answers, strict=True):
+            if isinstance(answer, ActorGone):  # died; its episode is adopted on next touch
+                self._dedicated.pop(episode_id, None)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                written += answer
+        return await self._episodes().flush() + written
 
     async def stats(self) -> dict[str, int]:
-        return {**self._episodes().stats(), "dedicated_actors": len(self._dedicated)}
+        """Counts of this host, plus the dedicated episodes it placed and released."""
+        stats = self._episodes().stats()
+        stats["episodes_started"] += self._placed
+        stats["episodes_completed"] += self._released
+        return {**stats, "dedicated_actors": len(self._dedicated)}
 
     async def place_dedicated(self, header: Episode) -> Any:
         """Create (or find) the episode's own actor, start the episode in it, return it."""
@@ -147,6 +164,7 @@ class EpisodeHostActor:
         handle = actor_class("episode").options(**options).remote(self._config)
         await call(handle.start.remote(header), "episode.start")
         self._dedicated[header.episode_id] = handle
+        self._placed += 1
         return handle
 
     async def release_dedicated(self, episode_id: str) -> None:
@@ -154,3 +172,4 @@ class EpisodeHostActor:
         handle = self._dedicated.pop(episode_id, None)
         if handle is not None:
             ray.kill(handle, no_restart=True)
+            self._released += 1

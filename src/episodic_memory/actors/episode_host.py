@@ -141,4 +141,6 @@ class EpisodeHost:
             actor = EpisodeActor(found, self._writes, self._flush, self._limits)
             if not actor.completed:
                 self._episodes[episode_id] = actor
+                if not found.steps:  # a fresh episode, not one adopted after a restart
+                    self.started += 1
         return actor
