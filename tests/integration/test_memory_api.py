@@ -10,10 +10,15 @@ import pytest
 import ray
 
 from episodic_memory import demo
+from episodic_memory.actors.episode_host import EpisodeHost
+from episodic_memory.actors.index_thread import ThreadedIndex
+from episodic_memory.actors.pipeline import LearningWorker, ServiceWriter
 from episodic_memory.config import MemoryConfig
-from episodic_memory.core.models import ExecutionStep, TaskContext, TaskOutcome
+from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.errors import ValidationError
+from episodic_memory.index.service import IndexService
 from episodic_memory.memory import SelfLearningMemory
+from episodic_memory.storage.service import StorageService
 
 FIX = [
     ExecutionStep(tool="read_file"),
@@ -124,3 +129,29 @@ def test_the_demo_runs_twice_on_the_same_folder(
     assert "holds 24 episodes" in second
     assert "Advice for a new task" in second
     assert ray.is_initialized()  # the demo used the session's Ray and left it running
+
+
+async def test_learning_lost_with_a_learner_is_recovered_from_storage(tmp_path: Path) -> None:
+    config = MemoryConfig(data_dir=tmp_path)
+    storage = await StorageService.open(config)
+    index = ThreadedIndex(IndexService(config.index, config.index_dir))
+    try:
+        lost: list[str] = []  # the hand-off goes nowhere: the learner "died"
+        host = EpisodeHost(
+            ServiceWriter(storage, index, lost.extend), flush=config.flush, limits=config.limits
+        )
+        for n in range(3):
+            episode = Episode(task_description=f"fix the failing test {n}")
+            await host.start(episode)
+            await host.log_steps(episode.episode_id, FIX)
+            await host.complete(episode.episode_id, TaskOutcome.success())
+        assert sorted(await storage.unlearned_episode_ids()) == sorted(lost)
+
+        learner = LearningWorker(storage, index, max_in_flight=2, batch_size=2)
+        assert await learner.recover() == 3
+        assert await storage.unlearned_episode_ids() == []
+        assert (await storage.stats())["learned"]["patterns"] > 0
+        assert await learner.recover() == 0  # nothing is learned twice
+    finally:
+        index.close()
+        await storage.close()
