@@ -339,3 +339,32 @@ async def test_an_episode_stored_by_a_client_is_activated_once_on_first_touch() 
     assert numbers == list(range(1, 11))
     assert reads == [[episode.episode_id]]
     assert host.holds(episode.episode_id)
+
+
+async def test_an_idle_episode_is_deactivated_and_a_waiting_call_reaches_its_next_activation() -> (
+    None
+):
+    writer = RecordingWriter()
+    host = make_host(writer)
+    episode = header()
+    await host.start(episode)
+    await host.log_steps(episode.episode_id, [step("a"), step("b")])  # buffered only
+    released, numbers = await asyncio.gather(
+        host.deactivate_idle(0.0), host.log_steps(episode.episode_id, [step("c")])
+    )
+    assert released == 1
+    assert numbers == [3]  # numbered after the steps the deactivation made durable
+    assert writer.durable(episode.episode_id) == [1, 2]
+    assert host.holds(episode.episode_id)  # activated again by the waiting call
+    result = await host.complete(episode.episode_id, TaskOutcome.success())
+    assert result.steps == 3
+    assert writer.durable(episode.episode_id) == [1, 2, 3]
+
+
+async def test_a_recently_touched_episode_is_not_deactivated() -> None:
+    host = make_host(RecordingWriter())
+    busy = header("busy")
+    await host.start(busy)
+    await host.log_steps(busy.episode_id, [step("a")])
+    assert await host.deactivate_idle(3600.0) == 0
+    assert host.holds(busy.episode_id)

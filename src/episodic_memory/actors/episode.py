@@ -33,7 +33,9 @@ __all__ = ["EpisodeHostActor"]
 
 idempotent = ray.method(max_task_retries=3)
 
-METRICS_INTERVAL_S = 5.0
+HOUSEKEEPING_INTERVAL_S = 5.0
+IDLE_DEACTIVATE_S = 600.0
+"""An episode untouched this long is flushed and dropped from memory (reactivated on use)."""
 _METRICS = {
     "started": ("episodic_memory_episodes_started", "Episodes started."),
     "completed": ("episodic_memory_episodes_completed", "Episodes completed."),
@@ -52,21 +54,23 @@ class EpisodeHostActor:
         self._released = 0
         self._counts = {"started": 0, "completed": 0, "steps": 0}
         self._metrics: dict[str, metrics.Counter] = {}
-        self._reporter: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
 
-    async def _report_forever(self) -> None:
-        """Hand counts to Ray's metrics every ``METRICS_INTERVAL_S``: a record costs ~0.2 ms,
-        too much to pay on every call."""
+    async def _housekeeping(self) -> None:
+        """Every ``HOUSEKEEPING_INTERVAL_S``: hand counts to Ray's metrics (a record costs
+        ~0.2 ms, too much to pay on every call) and deactivate idle episodes."""
         for key, (name, text) in _METRICS.items():
             counter = metrics.Counter(name, text, ("memory",))
             counter.set_default_tags({"memory": self._config.ray.memory_name})
             self._metrics[key] = counter
         while True:
-            await asyncio.sleep(METRICS_INTERVAL_S)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             for key, counter in self._metrics.items():
                 if self._counts[key]:
                     counter.inc(self._counts[key])
                     self._counts[key] = 0
+            if self._host is not None:
+                await self._host.deactivate_idle(IDLE_DEACTIVATE_S)
 
     def _lookup(self, name: str) -> Any:
         try:
@@ -76,7 +80,7 @@ class EpisodeHostActor:
 
     def _episodes(self) -> EpisodeHost:
         if self._host is None:
-            self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
+            self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
             storage = StorageProxy(self._lookup(self._names.storage))
             index = IndexProxy(self._lookup(self._names.index))
             pool = self._config.learner.pool_size

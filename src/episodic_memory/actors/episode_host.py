@@ -7,6 +7,8 @@ Runs as a Ray actor (a pool member for placement ``hosted``, or alone in its own
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,12 +17,15 @@ from episodic_memory.actors.episode_state import (
     EpisodeActor,
     EpisodeWriter,
     EpisodeWrites,
+    Retired,
 )
 from episodic_memory.config import FlushPolicy, InputLimits
 from episodic_memory.core.models import Episode, ExecutionStep, TaskOutcome
 from episodic_memory.errors import EpisodeNotFound, EpisodicMemoryError
 
 __all__ = ["EpisodeHost"]
+
+log = logging.getLogger(__name__)
 
 
 class EpisodeHost:
@@ -61,8 +66,12 @@ class EpisodeHost:
     async def log_steps(
         self, episode_id: str, steps: Sequence[ExecutionStep], call_id: str | None = None
     ) -> list[int]:
-        actor = await self._resolve(episode_id)
-        return await actor.log_steps(steps, call_id)
+        while True:
+            actor = await self._resolve(episode_id)
+            try:
+                return await actor.log_steps(steps, call_id)
+            except Retired:
+                continue  # deactivated while this call waited: activate it afresh
 
     async def log_many(
         self, calls: Sequence[tuple[str, Sequence[ExecutionStep], str | None]]
@@ -81,8 +90,13 @@ class EpisodeHost:
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
     async def complete(self, episode_id: str, outcome: TaskOutcome) -> CompletionResult:
-        actor = await self._resolve(episode_id)
-        result = await actor.complete(outcome)
+        while True:
+            actor = await self._resolve(episode_id)
+            try:
+                result = await actor.complete(outcome)
+                break
+            except Retired:
+                continue
         if self._episodes.pop(episode_id, None) is not None:
             actor.cancel_timer()
             self.completed += 1
@@ -101,6 +115,26 @@ class EpisodeHost:
         for actor in self._episodes.values():
             actor.cancel_timer()
         return written
+
+    async def deactivate_idle(self, max_idle_s: float) -> int:
+        """Flush and forget episodes untouched for ``max_idle_s``; return how many.
+
+        Agents that die mid-episode would otherwise pin their steps in memory forever. A
+        deactivated episode loses nothing: the next call activates it again from storage.
+        """
+        idle_since = time.monotonic() - max_idle_s
+        idle = [(i, a) for i, a in self._episodes.items() if a.touched <= idle_since]
+        released = 0
+        for episode_id, actor in idle:
+            try:
+                retired = await actor.retire(idle_since)
+            except EpisodicMemoryError:
+                log.warning("could not deactivate episode %s; keeping it", episode_id)
+                continue
+            if retired and self._episodes.get(episode_id) is actor:
+                del self._episodes[episode_id]
+                released += 1
+        return released
 
     def holds(self, episode_id: str) -> bool:
         return episode_id in self._episodes

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
@@ -50,12 +51,16 @@ from episodic_memory.errors import (
     ValidationError,
 )
 
-__all__ = ["CompletionResult", "EpisodeActor", "EpisodeWriter", "EpisodeWrites"]
+__all__ = ["CompletionResult", "EpisodeActor", "EpisodeWriter", "EpisodeWrites", "Retired"]
 
 log = logging.getLogger(__name__)
 
 _REMEMBERED_CALLS = 64  # call ids kept per episode for idempotent retries
 _MAX_STEPS_PER_SEND = 5_000  # steps per storage call when many episodes flush together
+
+
+class Retired(Exception):
+    """Internal: this actor object was deactivated; activate the episode again and retry."""
 
 
 class EpisodeWriter(Protocol):
@@ -138,6 +143,8 @@ class EpisodeActor:
         self._timer: asyncio.TimerHandle | None = None
         self._timed_flush: asyncio.Task[None] | None = None
         self.flushes = 0
+        self.touched = time.monotonic()  # last call, for idle deactivation
+        self.retired = False  # deactivated by its host; callers must activate it afresh
 
     @property
     def completed(self) -> bool:
@@ -149,6 +156,7 @@ class EpisodeActor:
 
     def snapshot(self) -> Episode:
         """The episode as it stands, buffered steps included."""
+        self.touched = time.monotonic()
         if self._sealed is not None:
             return self._sealed
         return self._header.model_copy(update={"steps": list(self._steps)})
@@ -158,6 +166,7 @@ class EpisodeActor:
     ) -> list[int]:
         """Append steps in arrival order; return their step numbers."""
         async with self._lock:
+            self._check_live()
             if self._sealed is not None:
                 raise EpisodeAlreadyCompleted(self.episode_id, "start a new episode to log steps")
             if call_id is not None and call_id in self._calls:
@@ -220,6 +229,8 @@ class EpisodeActor:
     async def flush(self) -> int:
         """Make buffered steps durable now; return how many were written."""
         async with self._lock:
+            if self.retired:
+                return 0  # it flushed when it retired
             return await self._flush_locked()
 
     async def _flush_locked(self) -> int:
@@ -255,6 +266,7 @@ class EpisodeActor:
     async def complete(self, outcome: TaskOutcome) -> CompletionResult:
         """Final flush, reward, reflection, patterns found, seal. Idempotent per outcome."""
         async with self._lock:
+            self._check_live()
             clean = sanitize_outcome(outcome)
             if self._sealed is not None:
                 if self._sealed.outcome == clean:
@@ -286,6 +298,25 @@ class EpisodeActor:
             self._sealed = episode
             self._calls.clear()
             return CompletionResult.of(episode)
+
+    def _check_live(self) -> None:
+        if self.retired:
+            raise Retired(self.episode_id)
+        self.touched = time.monotonic()
+
+    async def retire(self, idle_since: float) -> bool:
+        """Flush and stop, if nothing touched the episode since ``idle_since`` (monotonic).
+
+        Its host then forgets it; the next call activates it again from storage, where every
+        step now is. Calls already waiting on this actor get ``Retired`` and go round again.
+        """
+        async with self._lock:
+            if self.touched > idle_since or self._sealed is not None:
+                return False
+            await self._flush_locked()
+            self.cancel_timer()
+            self.retired = True
+            return True
 
     def cancel_timer(self) -> None:
         if self._timer is not None:
