@@ -9,7 +9,8 @@
 
 Either way the state machine is the same plain ``EpisodeHost``; this shell only wires its
 writer to the storage, index and learner actors (found by name, lazily, so a restarted host
-comes back without help) and counts what passes through for Ray's metrics export.
+comes back without help), counts what passes through for Ray's metrics export, and every few
+seconds deactivates episodes idle for ``IDLE_DEACTIVATE_S`` (their agents may have died).
 """
 
 from __future__ import annotations
