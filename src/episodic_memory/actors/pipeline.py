@@ -1,8 +1,9 @@
 """The service's plumbing as plain classes, shared by the Ray actors and the in-process backend.
 
 - ``ServiceWriter``: what an episode host writes through. Sealing is the one place the write
-  path fans out: store the sealed episode, index it (and keep its embedding durable, so a
-  restarted index rebuilds without re-embedding), then hand it to learning without waiting.
+  path fans out: index the episode, store the sealed header and its vector together (the
+  vector is kept so a restarted index rebuilds without re-embedding), then hand the episode
+  to learning without waiting.
 - ``LearningWorker``: learning off the hot path, at most ``max_in_flight`` batches at a time;
   ``recover()`` re-learns what storage says was never learned (a learner died mid-batch).
 
