@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,7 @@ import ray
 from episodic_memory.config import FlushPolicy, LearnerConfig, MemoryConfig, RayConfig
 from episodic_memory.memory import SelfLearningMemory
 
-NAMESPACE = "episodic-memory-tests"
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[str]:
-    """Start the session's Ray; yield its GCS address (for second drivers)."""
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=150 * 1024**2,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+NAMESPACE = "episodic-memory-tests"  # the session Ray's (``ray_session``, tests/conftest.py)
 
 
 def make_config(
