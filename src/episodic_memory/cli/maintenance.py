@@ -1,0 +1,173 @@
+"""Moving and mending data: ``export``, ``import``, ``sync``, ``migrate``.
+
+``export`` and ``import`` work on the store directly (see ``episodic_memory.transfer`` for
+why). With an address, ``export`` first has the served memory flush and finish learning, then
+reads the database the service uses — from this machine, so run it on the storage node or use
+a remote libSQL URL; ``import`` refuses a memory that is being served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from episodic_memory.cli.common import (
+    Registry,
+    attach,
+    backend_of,
+    config_from,
+    connect_ray,
+    emit,
+    open_memory,
+    progress_bar,
+    served,
+    stderr,
+    stdout,
+    table,
+    with_options,
+)
+from episodic_memory.config import MemoryConfig
+from episodic_memory.core.sanitize import redact
+from episodic_memory.errors import ServiceError
+from episodic_memory.transfer import export_memory, import_memory
+
+__all__ = ["register"]
+
+
+def register(add: Registry) -> None:
+    export = add(
+        "export",
+        "write the whole memory to a JSON Lines file (.gz compresses)",
+        "  episodic-memory export backup.jsonl.gz --data-dir ./.episodic-memory\n"
+        "  episodic-memory export backup.jsonl --address auto   # flushes the service first",
+    )
+    with_options(export)
+    export.add_argument("path", type=Path, help="file to write (.jsonl or .jsonl.gz)")
+    export.set_defaults(run=run_export)
+    load = add(
+        "import",
+        "load an export into an empty memory (or --merge into a used one)",
+        "  episodic-memory import backup.jsonl.gz --data-dir ./new-memory\n"
+        "  episodic-memory import backup.jsonl --merge   # finishes an interrupted import",
+    )
+    with_options(load)
+    load.add_argument("path", type=Path, help="a file written by export")
+    load.add_argument("--merge", action="store_true", help="keep existing records, add the rest")
+    load.set_defaults(run=run_import)
+    sync = add(
+        "sync",
+        "flush buffered steps and repair the LMDB cache from libSQL",
+        "  episodic-memory sync --data-dir ./.episodic-memory\n"
+        "  episodic-memory sync --address auto --json",
+    )
+    with_options(sync)
+    sync.set_defaults(run=run_sync)
+    migrate = add(
+        "migrate",
+        "bring the database schema up to date (safe to re-run)",
+        "  episodic-memory migrate --check   # exit 1 when migrations are pending\n"
+        "  TURSO_DATABASE_URL=libsql://db.turso.io episodic-memory migrate",
+    )
+    with_options(migrate, backend=False)
+    migrate.add_argument("--check", action="store_true", help="report only; apply nothing")
+    migrate.set_defaults(run=run_migrate)
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if backend_of(args, config) == "ray":
+        async with attach(config) as memory:
+            await memory.settle()  # buffered steps and in-flight learning reach storage
+            config = memory.config
+    with progress_bar(f"exporting to {args.path}") as update:
+        report = await export_memory(config, args.path, progress=update)
+    emit(
+        args,
+        {"path": report.path, "counts": report.counts},
+        lambda: stdout.print(f"exported {report.counts} to {report.path}"),
+    )
+    return 0
+
+
+async def run_import(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if backend_of(args, config) == "ray":
+        connect_ray(config)
+        if served(config):
+            raise ServiceError(
+                f"memory {config.ray.memory_name!r} is being served: stop it first "
+                "('episodic-memory stop'), import into its data folder, then serve it again"
+            )
+    with progress_bar(f"importing {args.path}") as update:
+        report = await import_memory(config, args.path, merge=args.merge, progress=update)
+    emit(
+        args,
+        {"path": report.path, "added": report.counts, "skipped": report.skipped},
+        lambda: stdout.print(f"imported {report.counts} (kept existing: {report.skipped})"),
+    )
+    return 0
+
+
+async def run_sync(args: argparse.Namespace) -> int:
+    with progress_bar("repairing the cache") as update:
+        async with open_memory(args) as memory:
+            report = await memory.sync_memories()
+        update(1, 1)
+    data = {
+        **report.model_dump(mode="json", exclude={"schema_version"}),
+        "repaired": report.repaired,
+    }
+    emit(
+        args, data, lambda: table("cache repair", ["what", "count"], list(map(list, data.items())))
+    )
+    return 0
+
+
+async def _schema_version(config: MemoryConfig) -> int:
+    """The database's recorded schema version; 0 when it (or its file) does not exist yet."""
+    from episodic_memory.storage.executors import path_from_file_url
+    from episodic_memory.storage.libsql_store import make_executor
+
+    url = config.database_url
+    if url.startswith("file:") and not await asyncio.to_thread(
+        Path(path_from_file_url(url)).exists
+    ):
+        return 0  # checking must not create the database
+    executor = make_executor(config)
+    try:
+        found = await executor.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
+        if not found.rows:
+            return 0
+        rows = (await executor.execute("SELECT max(version) FROM schema_migrations")).rows
+        return int(str(rows[0][0] or 0))
+    finally:
+        await executor.close()
+
+
+async def run_migrate(args: argparse.Namespace) -> int:
+    from episodic_memory.storage.libsql_store import make_executor
+    from episodic_memory.storage.migrate import apply_migrations, latest_version, load_migrations
+
+    config = config_from(args)
+    applied: list[int] = []
+    if not args.check:
+        executor = make_executor(config)
+        try:
+            applied = await apply_migrations(executor)
+        finally:
+            await executor.close()
+    current, latest = await _schema_version(config), latest_version()
+    data = {
+        "database": redact(config.database_url),
+        "version": current,
+        "latest": latest,
+        "applied": applied,
+        "pending": [m.version for m in load_migrations() if m.version > current],
+    }
+    if current > latest:
+        stderr.print(f"the database is at version {current}, newer than this code ({latest})")
+    emit(args, data, lambda: table("schema", ["what", "value"], list(map(list, data.items()))))
+    return 1 if data["pending"] or current > latest else 0
