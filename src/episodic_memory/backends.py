@@ -57,6 +57,8 @@ class Backend(Protocol):
 
     async def settle(self) -> None: ...
 
+    async def flush(self, episode_id: str | None = None) -> int: ...
+
     async def stats(self) -> dict[str, Any]: ...
 
     async def close(self, *, stop_service: bool = False) -> None: ...
@@ -150,6 +152,10 @@ class InProcessBackend:
         self, description: str, context: TaskContext | None, limit: int
     ) -> RetrievedContext:
         return await self._retriever.retrieve(description, context, limit)
+
+    async def flush(self, episode_id: str | None = None) -> int:
+        """Make buffered steps durable now (every episode's: there is one host)."""
+        return await self._host.flush()
 
     async def settle(self) -> None:
         await self._host.flush()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from episodic_memory.actors.episode_state import CompletionResult
 from episodic_memory.backends import Backend, BackendKind, open_backend
@@ -40,6 +40,7 @@ from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, Tas
 from episodic_memory.core.sanitize import sanitize_episode
 from episodic_memory.core.task_type import classify_task
 from episodic_memory.errors import ServiceError, ValidationError
+from episodic_memory.rate_limit import ANONYMOUS, RateLimiter, ray_rejection_counter
 from episodic_memory.storage.base import EpisodeQuery
 from episodic_memory.storage.reconcile import RepairReport
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["CompletionResult", "SelfLearningMemory"]
 
 StepInput = ExecutionStep | Mapping[str, Any]
+Durability = Literal["buffered", "strict"]
 
 
 def _as(model: Any, value: Any, field: str) -> Any:
@@ -82,6 +84,12 @@ def _steps(values: Sequence[StepInput], limit: int) -> list[ExecutionStep]:
     return [_as(ExecutionStep, value, f"steps.{i}") for i, value in enumerate(values)]
 
 
+def _durability(value: object) -> Durability:
+    if value not in ("buffered", "strict"):
+        raise ValidationError("durability", f"is {value!r}", "use 'buffered' or 'strict'")
+    return "strict" if value == "strict" else "buffered"
+
+
 def _bounded(value: object, field: str, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
         raise ValidationError(field, f"is {value!r}", f"use a whole number from 1 to {high}")
@@ -98,6 +106,10 @@ class SelfLearningMemory:
         self._kind = kind
         self._backend = backend
         self._closed = False
+        self._limiter: RateLimiter | None = None
+        if config.rate_limit.enabled:  # per handle, keyed by agent (docs/durability.md)
+            hook = ray_rejection_counter(config.ray.memory_name) if kind == "ray" else None
+            self._limiter = RateLimiter(config.rate_limit, on_reject=hook)
 
     @classmethod
     async def open(
@@ -143,7 +155,11 @@ class SelfLearningMemory:
         *,
         agent_id: str | None = None,
     ) -> str:
-        """Begin an episode; its header is durable before the id is returned."""
+        """Begin an episode; its header is durable before the id is returned.
+
+        With ``config.rate_limit.enabled`` a call over the agent's budget raises
+        ``RateLimitExceeded`` (``retry_after_s``) and writes nothing.
+        """
         ctx = TaskContext() if context is None else _as(TaskContext, context, "context")
         if not isinstance(description, str):
             raise ValidationError("description", "is not a string", "describe the task in text")
@@ -155,20 +171,47 @@ class SelfLearningMemory:
         header = sanitize_episode(
             header.model_copy(update={"task_type": classify_task(description, ctx)})
         )
-        await (await self._b()).start(header)
+        backend = await self._b()
+        key = agent_id or ANONYMOUS
+        if self._limiter is not None:
+            self._limiter.admit(key, "episodes")
+        await backend.start(header)
+        if self._limiter is not None:
+            self._limiter.remember(header.episode_id, key)
         return header.episode_id
 
-    async def log_step(self, episode_id: str, step: StepInput) -> int:
+    async def log_step(
+        self, episode_id: str, step: StepInput, *, durability: Durability = "buffered"
+    ) -> int:
         """Append one step; returns its step number. Prefer ``log_steps`` for bursts."""
-        return (await self.log_steps(episode_id, [step]))[0]
+        return (await self.log_steps(episode_id, [step], durability=durability))[0]
 
-    async def log_steps(self, episode_id: str, steps: Sequence[StepInput]) -> list[int]:
-        """Append a burst of steps in one call; returns their step numbers, in order."""
+    async def log_steps(
+        self,
+        episode_id: str,
+        steps: Sequence[StepInput],
+        *,
+        durability: Durability = "buffered",
+    ) -> list[int]:
+        """Append a burst of steps in one call; returns their step numbers, in order.
+
+        ``"buffered"`` (default): the steps are in the episode's actor when this returns and
+        durable in libSQL after its next flush (at most ``flush_interval_s`` later, at once
+        when the buffer reaches ``flush_max_steps``). ``"strict"``: they are durable in
+        libSQL when this returns (one extra flush round trip). See docs/durability.md.
+        """
         eid = _episode_id(episode_id)
+        mode = _durability(durability)
         checked = _steps(steps, self._config.limits.max_steps_per_call)
         if not checked:
             return []
-        return await (await self._b()).log_steps(eid, checked, uuid.uuid4().hex)
+        backend = await self._b()
+        if self._limiter is not None:
+            self._limiter.admit(self._limiter.key_for(eid), "steps", len(checked))
+        numbers = await backend.log_steps(eid, checked, uuid.uuid4().hex)
+        if mode == "strict":
+            await backend.flush(eid)
+        return numbers
 
     async def complete_episode(
         self, episode_id: str, outcome: TaskOutcome | Mapping[str, Any]
@@ -179,7 +222,10 @@ class SelfLearningMemory:
         returns the first result with ``already_completed=True``.
         """
         eid = _episode_id(episode_id)
-        return await (await self._b()).complete(eid, _as(TaskOutcome, outcome, "outcome"))
+        result = await (await self._b()).complete(eid, _as(TaskOutcome, outcome, "outcome"))
+        if self._limiter is not None:
+            self._limiter.forget(eid)
+        return result
 
     async def retrieve_relevant_context(
         self,
@@ -235,8 +281,12 @@ class SelfLearningMemory:
         await (await self._b()).settle()
 
     async def stats(self) -> dict[str, Any]:
-        """Counts per component: storage tables and cache, index, hosts, learners."""
-        return await (await self._b()).stats()
+        """Counts per component: storage tables and cache, index, hosts, learners, and the
+        rate limit's refusals (``rate_limit``) when it is on."""
+        stats = await (await self._b()).stats()
+        if self._limiter is not None:
+            stats["rate_limit"] = self._limiter.stats()
+        return stats
 
     async def close(self, *, stop_service: bool = False) -> None:
         """Flush buffered steps and let go of the service.

@@ -20,7 +20,7 @@ from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, TaskContext, TaskOutcome, Verdict
 from episodic_memory.errors import ServiceError
-from episodic_memory.memory import SelfLearningMemory, StepInput
+from episodic_memory.memory import Durability, SelfLearningMemory, StepInput
 from episodic_memory.storage.reconcile import RepairReport
 
 __all__ = ["SyncMemory"]
@@ -88,11 +88,15 @@ class SyncMemory:
     ) -> str:
         return self._loop.run(self.memory.start_episode(description, context, agent_id=agent_id))
 
-    def log_step(self, episode_id: str, step: StepInput) -> int:
-        return self._loop.run(self.memory.log_step(episode_id, step))
+    def log_step(
+        self, episode_id: str, step: StepInput, *, durability: Durability = "buffered"
+    ) -> int:
+        return self._loop.run(self.memory.log_step(episode_id, step, durability=durability))
 
-    def log_steps(self, episode_id: str, steps: Sequence[StepInput]) -> list[int]:
-        return self._loop.run(self.memory.log_steps(episode_id, steps))
+    def log_steps(
+        self, episode_id: str, steps: Sequence[StepInput], *, durability: Durability = "buffered"
+    ) -> list[int]:
+        return self._loop.run(self.memory.log_steps(episode_id, steps, durability=durability))
 
     def complete_episode(
         self, episode_id: str, outcome: TaskOutcome | Mapping[str, Any]

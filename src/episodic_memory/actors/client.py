@@ -196,8 +196,11 @@ class RayBackend:
         return found
 
     # --- maintenance ------------------------------------------------------------------------
-    async def flush(self) -> int:
-        refs = [host.flush.remote() for host in self.service.hosts]
+    async def flush(self, episode_id: str | None = None) -> int:
+        """Flush buffered steps: of the host holding ``episode_id`` (and the dedicated actors
+        it owns) when given, else of every host."""
+        hosts = self.service.hosts if episode_id is None else [self.service.host_for(episode_id)]
+        refs = [host.flush.remote() for host in hosts]
         counts = await asyncio.gather(*(call(ref, "host.flush") for ref in refs))
         return sum(counts)
 
