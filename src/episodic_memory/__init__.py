@@ -19,6 +19,7 @@ from episodic_memory.core.patterns import (
 )
 from episodic_memory.errors import (
     ConfigurationError,
+    DataFolderLocked,
     EpisodeAlreadyCompleted,
     EpisodeNotFound,
     EpisodicMemoryError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigurationError",
     "ContextPattern",
+    "DataFolderLocked",
     "DecisionPoint",
     "Episode",
     "EpisodeAlreadyCompleted",

@@ -11,6 +11,7 @@ foreign exception type leaks through the public API::
     ├── ConfigurationError         unusable configuration (bad URL, missing optional extra)
     ├── StorageError               the durable store or the cache failed
     │   ├── SchemaVersionError     database newer than this code, or a broken migration
+    │   ├── DataFolderLocked       another process (or service) owns this data folder
     │   ├── QuotaExceeded          the remote store refused for quota (retries ran out)
     │   └── StoreUnavailable       the remote store could not be reached (retries ran out)
     ├── RateLimitExceeded          too many calls for a key; carries ``retry_after_s``
@@ -23,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "ConfigurationError",
+    "DataFolderLocked",
     "EpisodeAlreadyCompleted",
     "EpisodeNotFound",
     "EpisodicMemoryError",
@@ -103,6 +105,28 @@ class StorageError(EpisodicMemoryError):
 
 class SchemaVersionError(StorageError):
     """The database schema is newer than this code, or a migration failed."""
+
+
+class DataFolderLocked(StorageError):
+    """The data folder is owned by another open memory; ``holder_pid`` names its process."""
+
+    def __init__(
+        self, data_dir: object, holder_pid: int | None, own_pid: int | None = None
+    ) -> None:
+        self.data_dir = str(data_dir)
+        self.holder_pid = holder_pid
+        self.own_pid = own_pid
+        if holder_pid is not None and holder_pid == own_pid:
+            who = f"already open in this process (pid {holder_pid})"
+        else:
+            who = f"held by process {holder_pid if holder_pid is not None else '(unknown)'}"
+        super().__init__(
+            f"data folder {self.data_dir} is {who}: one memory owns a folder at a time; "
+            "close that memory (or connect to its service) instead of opening the folder again"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.data_dir, self.holder_pid, self.own_pid))
 
 
 class QuotaExceeded(StorageError):

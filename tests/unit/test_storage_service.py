@@ -5,8 +5,11 @@ No Ray: the service is the plain class the StorageActor wraps.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,7 +239,7 @@ async def test_embeddings_round_trip_through_libsql_and_the_cache(
     assert service.cache.get_embedding("ep-1") == vectors[1].tobytes()
 
 
-async def test_deleted_or_truncated_cache_files_are_rebuilt_by_sync_memories(
+async def test_deleted_or_truncated_cache_files_are_rebuilt_from_libsql_at_open(
     tmp_path: Path,
 ) -> None:
     config = config_for(tmp_path / "mem")
@@ -246,9 +249,9 @@ async def test_deleted_or_truncated_cache_files_are_rebuilt_by_sync_memories(
     shutil.rmtree(config.cache_dir)
     service = await StorageService.open(config)
     try:
-        assert (await service.stats())["cache"]["entries"] == 0
-        report = await service.sync_memories()
-        assert report == RepairReport(missing=5, checked=0)
+        stats = (await service.stats())["cache"]
+        assert (stats["entries"], stats["rebuilt_at_open"]) == (5, 5)
+        assert await service.sync_memories() == RepairReport(checked=5)
         assert await service.get_episodes([e.episode_id for e in sealed]) == sealed
         assert (await service.stats())["cache"]["hits"] == 5
     finally:
@@ -257,11 +260,37 @@ async def test_deleted_or_truncated_cache_files_are_rebuilt_by_sync_memories(
     service = await StorageService.open(config)
     try:
         stats = (await service.stats())["cache"]
-        assert (stats["entries"], stats["repairs"]) == (0, 1)
-        assert (await service.sync_memories()).missing == 5
+        assert (stats["entries"], stats["repairs"], stats["rebuilt_at_open"]) == (5, 1, 5)
         assert await service.sync_memories() == RepairReport(checked=5)
     finally:
         await service.close()
+
+
+async def test_a_second_opener_of_the_folder_in_another_process_is_refused_naming_the_holder(
+    service: StorageService,
+) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from episodic_memory.config import MemoryConfig\n"
+        "from episodic_memory.errors import DataFolderLocked\n"
+        "from episodic_memory.storage.service import StorageService\n"
+        f"folder = {str(service.config.data_dir)!r}\n"
+        "try:\n"
+        "    asyncio.run(StorageService.open(MemoryConfig(data_dir=folder)))\n"
+        "except DataFolderLocked as exc:\n"
+        "    print(exc.holder_pid, exc); sys.exit(3)\n"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.startswith(f"{os.getpid()} ")
+    assert str(service.config.data_dir.resolve()) in done.stdout
 
 
 async def test_with_the_cache_disabled_everything_works_from_libsql(tmp_path: Path) -> None:

@@ -6,6 +6,12 @@ the stored value, which is what the cache and ``sync_memories()`` compare. Retri
 harmless: a repeated create or seal returns the stored episode, steps are unique by number, and
 learning skips episodes it has already absorbed. LMDB runs in worker threads so an async actor's
 event loop never blocks on it.
+
+For the embedded store (a ``file:`` database) the service owns its data folder: it holds an
+exclusive lock on ``<data_dir>/.lock`` while open (``storage/folder_lock.py``), so a second
+opener gets ``DataFolderLocked`` naming the holder's PID. A cache that was damaged (recreated
+empty) or missing at open is rebuilt from libSQL before the service answers, and says so in a
+warning and in ``stats()["cache"]["rebuilt_at_open"]``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from episodic_memory.errors import (
     ValidationError,
 )
 from episodic_memory.storage.base import EpisodeQuery, EpisodeStore, KeywordHit, StoredEmbedding
+from episodic_memory.storage.folder_lock import FolderLock
 from episodic_memory.storage.libsql_store import open_store
 from episodic_memory.storage.lmdb_cache import LmdbCache
 from episodic_memory.storage.reconcile import RepairReport, reconcile
@@ -79,13 +86,24 @@ class StorageService:
         self._learning_lock = asyncio.Lock()
         self._cache_errors = 0
         self._closed = False
+        self.folder_lock: FolderLock | None = None
+        self.rebuilt_at_open: RepairReport | None = None
 
     @classmethod
     async def open(cls, config: MemoryConfig) -> StorageService:
         """Open the store (migrated), the cache under ``config.cache_dir``, and learned state."""
-        store = await open_store(config)
+        lock = None
+        if config.database_url.startswith("file:"):  # the embedded store: one owner
+            lock = await asyncio.to_thread(FolderLock(config.data_dir).acquire)
         cache: LmdbCache | None = None
         try:
+            store = await open_store(config)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        try:
+            cache_was_there = (config.cache_dir / "data.mdb").exists()
             if config.cache.enabled:
                 cache = await asyncio.to_thread(
                     LmdbCache,
@@ -95,12 +113,31 @@ class StorageService:
                 )
             patterns = await store.load_patterns()
             heuristics = await store.load_heuristics()
+            service = cls(config, store, cache, patterns, heuristics)
+            service.folder_lock = lock
+            if cache is not None and (cache.last_repair is not None or not cache_was_there):
+                await service._rebuild_cache(cache.last_repair or "missing")
         except BaseException:
             if cache is not None:
                 await asyncio.to_thread(cache.close)
             await store.close()
+            if lock is not None:
+                lock.release()
             raise
-        return cls(config, store, cache, patterns, heuristics)
+        return service
+
+    async def _rebuild_cache(self, reason: str) -> None:
+        """Refill a cache found damaged or missing at open from libSQL, and say so."""
+        report = await self.sync_memories()
+        if report.repaired or reason != "missing":  # a brand-new folder has nothing to say
+            self.rebuilt_at_open = report
+        if report.repaired:
+            logger.warning(
+                "LMDB cache %s was %s; rebuilt from libSQL: %d episode(s) restored",
+                self.config.cache_dir,
+                reason,
+                report.missing,
+            )
 
     async def close(self) -> None:
         if self._closed:
@@ -110,7 +147,11 @@ class StorageService:
             if self.cache is not None:
                 await asyncio.to_thread(self.cache.close)
         finally:
-            await self.store.close()
+            try:
+                await self.store.close()
+            finally:
+                if self.folder_lock is not None:
+                    self.folder_lock.release()
 
     # --- episodes: writes -------------------------------------------------------------------
     async def create_episodes(self, episodes: Sequence[Episode]) -> list[Episode]:
@@ -311,6 +352,8 @@ class StorageService:
     async def stats(self) -> dict[str, dict[str, int]]:
         """Rows per table, cache statistics, and the learned state held in memory."""
         cache = await asyncio.to_thread(self.cache.stats) if self.cache is not None else {}
+        if self.rebuilt_at_open is not None:
+            cache = {**cache, "rebuilt_at_open": self.rebuilt_at_open.missing}
         return {
             "tables": await self.store.counts(),
             "cache": {**cache, "errors": self._cache_errors} if self.cache is not None else {},
