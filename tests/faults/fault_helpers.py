@@ -54,7 +54,7 @@ def config(
 
 
 def step(i: int, **fields: Any) -> ExecutionStep:
-    return ExecutionStep(tool=f"tool{i % 3}", action=f"action {i}", **fields)
+    return ExecutionStep(**{"tool": f"tool{i % 3}", "action": f"action {i}", **fields})
 
 
 def _rows(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
