@@ -46,6 +46,13 @@ class LearnerActor:
             "episodic_memory_learner_failures", "Learning batches that failed.", ("memory",)
         )
         self._failures.set_default_tags({"memory": config.ray.memory_name})
+        self._queued = 0  # learn() calls here, waiting for a slot or running
+        self._queue = metrics.Gauge(
+            "episodic_memory_learner_queue_depth",
+            "Learning batches waiting or running in one learner.",
+            ("memory", "learner"),
+        )
+        self._queue.set_default_tags({"memory": config.ray.memory_name, "learner": str(index)})
 
     def _lookup(self, name: str) -> Any:
         try:
@@ -80,11 +87,16 @@ class LearnerActor:
 
     async def learn(self, episode_ids: list[str]) -> int:
         """Learn a batch; failures are logged and counted, never raised (nobody waits)."""
+        self._queued += 1
+        self._queue.set(self._queued)
         try:
             return await self._learning().learn(episode_ids)
         except Exception:
             self._failures.inc()
             return 0
+        finally:
+            self._queued -= 1
+            self._queue.set(self._queued)
 
     async def recover(self) -> int:
         """Re-learn this shard's unlearned episodes now; return how many were absorbed."""
