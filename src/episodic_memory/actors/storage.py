@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import ray
+from ray.util import metrics
 
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.learning import LearningDelta
@@ -28,19 +29,54 @@ __all__ = ["StorageActor"]
 
 idempotent = ray.method(max_task_retries=3)
 
+METRICS_INTERVAL_S = 5.0
+"""How often the LMDB cache's hit and miss counts are handed to Ray's metrics."""
+_BATCH_BOUNDS: list[float] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
+
 
 class StorageActor:
     def __init__(self, config: MemoryConfig) -> None:
         self._config = config
         self._service: StorageService | None = None
         self._opening = asyncio.Lock()
+        self._reporter: asyncio.Task[None] | None = None
+        self._batch_steps = metrics.Histogram(
+            "episodic_memory_flush_batch_steps",
+            "Steps per batch flushed to storage by the episode hosts.",
+            boundaries=_BATCH_BOUNDS,
+            tag_keys=("memory",),
+        )
+        self._batch_steps.set_default_tags({"memory": config.ray.memory_name})
 
     async def _svc(self) -> StorageService:
         if self._service is None:
             async with self._opening:
                 if self._service is None:
                     self._service = await StorageService.open(self._config)
+                    self._reporter = asyncio.get_running_loop().create_task(self._report())
         return self._service
+
+    async def _report(self) -> None:
+        """Every ``METRICS_INTERVAL_S``: the cache's new hits and misses to Ray's metrics."""
+        counters: dict[str, metrics.Counter] = {}
+        for key in ("hits", "misses"):
+            counter = metrics.Counter(
+                f"episodic_memory_cache_{key}", f"Episode reads the LMDB cache {key}.", ("memory",)
+            )
+            counter.set_default_tags({"memory": self._config.ray.memory_name})
+            counters[key] = counter
+        seen = dict.fromkeys(counters, 0)
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL_S)
+            cache = self._service.cache if self._service is not None else None
+            try:
+                stats = await asyncio.to_thread(cache.stats) if cache is not None else {}
+            except Exception:  # closing meanwhile; the next round reads again
+                continue
+            for key, counter in counters.items():
+                if stats.get(key, 0) > seen[key]:
+                    counter.inc(stats[key] - seen[key])
+                    seen[key] = stats[key]
 
     @idempotent
     async def ready(self) -> None:
@@ -57,6 +93,7 @@ class StorageActor:
 
     @idempotent
     async def append_steps(self, steps: list[tuple[str, ExecutionStep]]) -> int:
+        self._batch_steps.observe(len(steps))  # ~3 µs
         return await (await self._svc()).append_steps(steps)
 
     @idempotent
