@@ -54,24 +54,35 @@ class EpisodeHostActor:
         self._placed = 0
         self._released = 0
         self._counts = {"started": 0, "completed": 0, "steps": 0}
+        self._reported = {"started": 0, "completed": 0}  # the plain host's totals, handed over
         self._metrics: dict[str, metrics.Counter] = {}
+        self._alone = False  # a dedicated episode actor: reports before its owner kills it
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def _housekeeping(self) -> None:
-        """Every ``HOUSEKEEPING_INTERVAL_S``: hand counts to Ray's metrics (a record costs
-        ~0.2 ms, too much to pay on every call) and deactivate idle episodes."""
-        for key, (name, text) in _METRICS.items():
-            counter = metrics.Counter(name, text, ("memory",))
-            counter.set_default_tags({"memory": self._config.ray.memory_name})
-            self._metrics[key] = counter
+        """Every ``HOUSEKEEPING_INTERVAL_S``: hand counts to Ray's metrics (batched rather
+        than recorded per call) and deactivate idle episodes."""
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
-            for key, counter in self._metrics.items():
-                if self._counts[key]:
-                    counter.inc(self._counts[key])
-                    self._counts[key] = 0
+            self._report()
             if self._host is not None:
                 await self._host.deactivate_idle(IDLE_DEACTIVATE_S)
+
+    def _report(self) -> None:
+        """Counts since the last report to Ray's metrics. Started and completed come from the
+        plain host, which also counts episodes activated on first touch (hosted starts
+        write the header straight to storage and never call ``start`` here)."""
+        if self._host is not None:
+            for key, total in (
+                ("started", self._host.started),
+                ("completed", self._host.completed),
+            ):
+                self._counts[key] += max(0, total - self._reported[key])
+                self._reported[key] = total
+        for key, counter in self._metrics.items():
+            if self._counts[key]:
+                counter.inc(self._counts[key])
+                self._counts[key] = 0
 
     def _lookup(self, name: str) -> Any:
         try:
@@ -81,6 +92,12 @@ class EpisodeHostActor:
 
     def _episodes(self) -> EpisodeHost:
         if self._host is None:
+            for key, (name, text) in _METRICS.items():
+                counter = metrics.Counter(name, text, ("memory",))
+                counter.set_default_tags({"memory": self._config.ray.memory_name})
+                self._metrics[key] = counter
+            actor_name = ray.get_runtime_context().get_actor_name() or ""
+            self._alone = actor_name.startswith(self._names.episode(""))
             self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
             storage = StorageProxy(self._lookup(self._names.storage))
             index = IndexProxy(self._lookup(self._names.index))
@@ -109,7 +126,6 @@ class EpisodeHostActor:
     @idempotent
     async def start(self, header: Episode) -> None:
         await self._episodes().start(header)
-        self._counts["started"] += 1
 
     async def log_steps(
         self, episode_id: str, steps: list[ExecutionStep], call_id: str | None = None
@@ -129,8 +145,8 @@ class EpisodeHostActor:
     @idempotent
     async def complete(self, episode_id: str, outcome: TaskOutcome) -> CompletionResult:
         result = await self._episodes().complete(episode_id, outcome)
-        if not result.already_completed:
-            self._counts["completed"] += 1
+        if self._alone:
+            self._report()  # its pool host kills it next
         return result
 
     @idempotent
