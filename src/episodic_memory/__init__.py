@@ -31,6 +31,8 @@ from episodic_memory.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from episodic_memory.memory import SelfLearningMemory
+from episodic_memory.memory_sync import SyncMemory
 
 __version__ = "0.1.0"
 
@@ -53,9 +55,11 @@ __all__ = [
     "Reflection",
     "RewardScore",
     "SchemaVersionError",
+    "SelfLearningMemory",
     "ServiceError",
     "StorageError",
     "StoreUnavailable",
+    "SyncMemory",
     "TaskContext",
     "TaskOutcome",
     "ToolSequence",
