@@ -94,6 +94,13 @@ class ValidatedModel(BaseModel):
         except pydantic.ValidationError as exc:
             raise translate_validation_error(exc, type(self).__name__) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assignment (validated where ``validate_assignment`` is on) raises ours too."""
+        try:
+            super().__setattr__(name, value)
+        except pydantic.ValidationError as exc:
+            raise translate_validation_error(exc, type(self).__name__) from None
+
     @classmethod
     def model_validate(
         cls,

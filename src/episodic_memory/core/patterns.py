@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+import pydantic
+from pydantic import Field, TypeAdapter, field_validator
 
-from episodic_memory.core.base import SCHEMA_VERSION, Record, utc_now
+from episodic_memory.core.base import SCHEMA_VERSION, Record, check_text, utc_now
+from episodic_memory.validation import translate_validation_error
 
 __all__ = [
     "ContextPattern",
@@ -24,6 +26,7 @@ __all__ = [
     "Pattern",
     "PatternKind",
     "ToolSequence",
+    "parse_pattern",
     "stable_id",
 ]
 
@@ -37,6 +40,20 @@ def stable_id(*parts: str) -> str:
     """Deterministic id from a canonical key: the same key always maps to the same record."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=12)
     return digest.hexdigest()
+
+
+def _clean_texts(value: Any) -> Any:
+    """Every string inside ``value`` (lists and dict keys/values too) passes ``check_text``."""
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, list):
+        for item in value:
+            _clean_texts(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _clean_texts(key)
+            _clean_texts(item)
+    return value
 
 
 class _PatternBase(Record):
@@ -57,6 +74,11 @@ class _PatternBase(Record):
     # 0.0 in older shapes, which the merger rebuilds from the raw counts.
     weighted_occurrences: float = Field(default=0.0, ge=0.0)
     weighted_successes: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("*")
+    @classmethod
+    def reject_nul_and_surrogates(cls, value: Any) -> Any:
+        return _clean_texts(value)
 
     @property
     def success_rate(self) -> float:
@@ -107,6 +129,17 @@ Pattern = Annotated[
     ToolSequence | DecisionPoint | ErrorRecovery | ContextPattern,
     Field(discriminator="kind"),
 ]
+_PATTERN: TypeAdapter[Pattern] = TypeAdapter(Pattern)
+
+
+def parse_pattern(data: str | bytes | dict[str, Any]) -> Pattern:
+    """A pattern of any kind from JSON text or a dict; raises our ``ValidationError``."""
+    try:
+        if isinstance(data, dict):
+            return _PATTERN.validate_python(data)
+        return _PATTERN.validate_json(data)
+    except pydantic.ValidationError as exc:
+        raise translate_validation_error(exc, "Pattern") from None
 
 
 class Heuristic(Record):
@@ -130,3 +163,8 @@ class Heuristic(Record):
     last_evidence_at: datetime | None = None
     weighted_evidence: float = Field(default=0.0, ge=0.0)
     weighted_successes: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("*")
+    @classmethod
+    def reject_nul_and_surrogates(cls, value: Any) -> Any:
+        return _clean_texts(value)

@@ -18,14 +18,7 @@ import orjson
 
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.models import Episode, ExecutionStep
-from episodic_memory.core.patterns import (
-    ContextPattern,
-    DecisionPoint,
-    ErrorRecovery,
-    Heuristic,
-    Pattern,
-    ToolSequence,
-)
+from episodic_memory.core.patterns import Heuristic, Pattern, parse_pattern
 from episodic_memory.errors import ConfigurationError, StorageError, ValidationError
 from episodic_memory.storage import sql
 from episodic_memory.storage.base import EpisodeQuery, EpisodeStore, KeywordHit, StoredEmbedding
@@ -39,13 +32,6 @@ __all__ = ["SqlEpisodeStore", "make_executor", "open_store"]
 T = TypeVar("T")
 ID_CHUNK = 500  # ids per IN (...) list: far below every server's bound-parameter limit
 VERSIONS_PAGE = 5_000  # rows per page when scanning all episodes (keeps responses small)
-
-_PATTERN_CLASSES: dict[str, type[Pattern]] = {
-    "tool_sequence": ToolSequence,
-    "decision_point": DecisionPoint,
-    "error_recovery": ErrorRecovery,
-    "context_pattern": ContextPattern,
-}
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -83,16 +69,10 @@ def _load_episode(data: Value, steps: list[Value]) -> Episode:
 
 
 def _load_pattern(data: Value) -> Pattern:
-    raw = orjson.loads(_text(data))
-    cls = _PATTERN_CLASSES.get(raw.get("kind", ""))
-    if cls is None:
-        raise StorageError(f"stored pattern has unknown kind {raw.get('kind')!r}")
     try:
-        return cls.model_validate(raw)
+        return parse_pattern(_text(data))
     except ValidationError as exc:
-        raise StorageError(
-            f"stored pattern {raw.get('pattern_id')!r} does not load: {exc}"
-        ) from exc
+        raise StorageError(f"stored pattern does not load: {exc}") from exc
 
 
 class SqlEpisodeStore:

@@ -25,11 +25,9 @@ from typing import Any, TypeVar
 
 import lmdb
 import orjson
-import pydantic
-from pydantic import TypeAdapter
 
 from episodic_memory.core.models import Episode
-from episodic_memory.core.patterns import Pattern
+from episodic_memory.core.patterns import Pattern, parse_pattern
 from episodic_memory.errors import StorageError, ValidationError
 
 __all__ = ["LmdbCache"]
@@ -58,7 +56,6 @@ _CORRUPTION: tuple[type[BaseException], ...] = (
     lmdb.PanicError,
     lmdb.IncompatibleError,
 )
-_PATTERN: TypeAdapter[Pattern] = TypeAdapter(Pattern)
 _OPEN_PATHS: set[str] = set()
 _OPEN_PATHS_LOCK = threading.Lock()
 
@@ -192,7 +189,7 @@ class LmdbCache:
 
     # --- patterns and embeddings ------------------------------------------------------------
     def put_patterns(self, patterns: Sequence[Pattern]) -> int:
-        rows = [(p.pattern_id.encode(), _PATTERN.dump_json(p)) for p in patterns]
+        rows = [(p.pattern_id.encode(), p.model_dump_json().encode()) for p in patterns]
 
         def body(txn: Txn, clock: list[int]) -> int:
             for key, data in rows:
@@ -209,8 +206,8 @@ class LmdbCache:
         corrupt: list[bytes] = []
         for key, data in rows:
             try:
-                found.append(_PATTERN.validate_json(data))
-            except (pydantic.ValidationError, ValidationError):
+                found.append(parse_pattern(bytes(data)))
+            except ValidationError:
                 corrupt.append(key)
         if corrupt:
             with self._lock:
