@@ -22,7 +22,7 @@ import ray
 from fault_helpers import config, durable_episodes, durable_steps, kill9, poll, step
 
 from episodic_memory.core.models import TaskContext, TaskOutcome
-from episodic_memory.errors import ServiceError, StorageError
+from episodic_memory.errors import DataFolderLocked, ServiceError, StorageError
 from episodic_memory.memory import SelfLearningMemory
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -181,3 +181,13 @@ async def test_killing_a_learner_re_derives_its_learning_exactly_once(
     await kill_and_wait_for_restart(learner)  # mid-batch or after: storage knows which
     done += [await complete_fix(memory, f"fix the signup flow variant {n}") for n in range(2)]
     await assert_consistent(memory, tmp_path, done, fixes=len(done))
+
+
+async def test_a_folder_the_ray_service_owns_refuses_a_second_opener_naming_its_storage_actor(
+    memory: SelfLearningMemory, tmp_path: Path
+) -> None:
+    storage_pid = await pid_of(actor(memory, "storage"))
+    with pytest.raises(DataFolderLocked) as refused:
+        await SelfLearningMemory.open(config(tmp_path), backend="in_process")
+    assert refused.value.holder_pid == storage_pid
+    assert str(tmp_path) in str(refused.value)
