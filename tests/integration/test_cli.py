@@ -176,6 +176,14 @@ def test_errors_are_one_line_with_exit_status_two_for_bad_input(
         "(fix: describe the task in text)"
     ]
 
+    nobody = subprocess.run(  # Ray alone would retry a dead address for minutes
+        [sys.executable, "-m", "episodic_memory.cli", "status", "--address", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert nobody.returncode == 1
+    assert nobody.stderr.startswith("episodic-memory: error: ServiceError: cannot join the Ray")
+    assert "Traceback" not in nobody.stderr
+
 
 def test_serve_is_idempotent_status_reports_it_and_stop_removes_it(
     ray_session: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

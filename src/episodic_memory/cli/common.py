@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 # Piped output is read by people later (less, a log): wide rows beat folded cells.
+CONNECT_TIMEOUT_S = 5.0
+"""How long the head's GCS port may take to accept a connection."""
+
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False)
 
@@ -97,15 +101,39 @@ def backend_of(args: argparse.Namespace, config: MemoryConfig) -> str:
     return chosen or ("ray" if config.ray.address else "in_process")
 
 
+def _answering(address: str) -> str:
+    """``address`` (``auto``: the cluster Ray would pick) once its GCS accepts a connection.
+
+    Ray itself retries an unreachable GCS for minutes, and ``auto`` may name a dead head (a
+    stale ``ray_current_cluster`` file left by a killed one): fail in seconds instead.
+    """
+    from ray._private.services import get_ray_address_from_environment
+
+    target = str(get_ray_address_from_environment(address, None) or "")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError("no running Ray cluster found on this node")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {target}: {exc}") from None
+    return target
+
+
 def connect_ray(config: MemoryConfig) -> None:
     """Join the Ray cluster the config names ("auto" when none); one line when it fails."""
+    import ray
+
     from episodic_memory.actors.client import ensure_ray
 
+    if ray.is_initialized():
+        return
     address = config.ray.address or "auto"
     try:
-        ensure_ray(
-            config.model_copy(update={"ray": config.ray.model_copy(update={"address": address})})
-        )
+        if not address.startswith("ray://"):
+            address = _answering(address)
+        ray_config = config.ray.model_copy(update={"address": address})
+        ensure_ray(config.model_copy(update={"ray": ray_config}))
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, auth errors ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ServiceError(

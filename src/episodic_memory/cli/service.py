@@ -156,6 +156,7 @@ def _nodes() -> list[dict[str, Any]]:
     rows = []
     for node in ray.nodes():  # type: ignore[no-untyped-call]
         resources = node.get("Resources", {})
+        cpus = resources.get("CPU", 0)
         custom = {
             k: v
             for k, v in resources.items()
@@ -168,7 +169,7 @@ def _nodes() -> list[dict[str, Any]]:
                 "address": node.get("NodeManagerAddress"),
                 "role": "head" if "node:__internal_head__" in resources else "worker",
                 "alive": bool(node.get("Alive")),
-                "cpus": resources.get("CPU", 0),
+                "cpus": int(cpus) if float(cpus).is_integer() else cpus,
                 "resources": custom,
             }
         )
