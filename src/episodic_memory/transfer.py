@@ -14,8 +14,9 @@ calls buys nothing when libSQL can be read directly, and an import must write *b
 service (raw upserts, learned marks, index files), which a running service would not see — it
 holds patterns and its index in memory. So: exporting a served memory is safe (it reads
 committed rows; steps still buffered in episode actors, at most ``flush_interval_s`` old, are
-not there yet — ``episodic-memory sync`` flushes them first), while importing refuses a memory
-that is being served (the CLI checks) and, without ``merge``, one that holds anything.
+not there yet — ``episodic-memory export --address`` flushes them first), while importing
+refuses a memory that is being served (its folder is locked; for a remote database the CLI
+checks by name) and, without ``merge``, one that holds anything.
 
 Exports come from storage, which holds only sanitized records; import sanitizes episodes again
 (a fixpoint for exported data), so a hand-edited file cannot bring a secret in. Embeddings are
@@ -41,7 +42,7 @@ from typing import IO, Any
 import orjson
 
 from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
-from episodic_memory.config import CacheConfig, MemoryConfig
+from episodic_memory.config import MemoryConfig
 from episodic_memory.core.base import SCHEMA_VERSION, utc_now
 from episodic_memory.core.models import Episode
 from episodic_memory.core.patterns import (
@@ -56,6 +57,7 @@ from episodic_memory.core.sanitize import sanitize_episode
 from episodic_memory.errors import ValidationError
 from episodic_memory.index.service import IndexService
 from episodic_memory.storage.base import EpisodeStore
+from episodic_memory.storage.libsql_store import open_store
 from episodic_memory.storage.service import StorageService
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TransferReport", "export_memory", "import_memory"]
@@ -108,17 +110,18 @@ async def export_memory(
 ) -> TransferReport:
     """Write every pattern, heuristic and episode (with steps) of ``source`` to ``path``.
 
-    ``source`` is a configuration (its store is opened read-only: no cache, and closed again),
-    an open ``StorageService`` or an ``EpisodeStore``. The file appears whole or not at all:
-    it is written beside ``path`` and renamed when the end line is in.
+    ``source`` is a configuration, an open ``StorageService`` or an ``EpisodeStore``. A
+    configuration's database is opened as a plain store: a reader, so it takes neither the
+    cache nor the data folder's lock, and can read a folder a running service owns (WAL
+    readers see every committed write). The file appears whole or not at all: it is written
+    beside ``path`` and renamed when the end line is in.
     """
     if isinstance(source, MemoryConfig):
-        config = source.model_copy(update={"cache": CacheConfig(enabled=False)})
-        service = await StorageService.open(config)
+        store = await open_store(source)
         try:
-            return await export_memory(service, path, progress=progress)
+            return await export_memory(store, path, progress=progress)
         finally:
-            await service.close()
+            await store.close()
     store = source.store if isinstance(source, StorageService) else source
     target = Path(path)
     partial = target.with_name(target.name + ".partial")

@@ -216,6 +216,13 @@ def test_serve_is_idempotent_status_reports_it_and_stop_removes_it(
         assert [e["episode_id"] for e in listed] == [episode_id]
         _, found, _ = run(capsys, "retrieve", task, "--backend", "ray", *where)
         assert found["episodes"][0]["episode_id"] == episode_id
+
+        dump = tmp_path / "served.jsonl"  # the service flushes, then its folder is read
+        status, exported, _ = run(capsys, "export", dump, "--backend", "ray", *where)
+        assert (status, exported["counts"]["episode"]) == (0, 1)
+        status, _, err = run(capsys, "episodes", "list", "--data-dir", tmp_path)
+        assert status == 1
+        assert "DataFolderLocked" in err  # the service owns its folder; use --address
     finally:
         status, stopped, _ = run(capsys, "stop", *where)
     assert (status, stopped["stopped"]) == (0, True)

@@ -6,7 +6,8 @@ Which memory a command talks to (``--backend``):
   ``--namespace``/``--memory-name``; never created by a data command. The default when an
   address is given (``--address`` or ``EPISODIC_MEMORY_RAY_ADDRESS``).
 - ``in_process`` — the data folder (or database URL) opened right here, no Ray: the default
-  otherwise. Do not point it at a folder a running service owns: the service is its only writer.
+  otherwise. A folder a running service owns is refused (``DataFolderLocked``): use the
+  service (``--address``) instead.
 """
 
 from __future__ import annotations
