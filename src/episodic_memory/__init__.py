@@ -1,6 +1,23 @@
 """episodic-memory: self-learning episodic memory for AI agents, on Ray."""
 
-from episodic_memory.config import MemoryConfig
+from episodic_memory.actors.episode_state import CompletionResult
+from episodic_memory.config import (
+    CacheConfig,
+    FlushPolicy,
+    IndexConfig,
+    InputLimits,
+    LearnerConfig,
+    MemoryConfig,
+    RateLimitConfig,
+    RayConfig,
+    StorageConfig,
+)
+from episodic_memory.core.context import (
+    RetrievedContext,
+    ScoreBreakdown,
+    ScoredEpisode,
+    SuggestedTool,
+)
 from episodic_memory.core.models import (
     Episode,
     ExecutionStep,
@@ -33,10 +50,13 @@ from episodic_memory.errors import (
 )
 from episodic_memory.memory import SelfLearningMemory
 from episodic_memory.memory_sync import SyncMemory
+from episodic_memory.storage.reconcile import RepairReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheConfig",
+    "CompletionResult",
     "ConfigurationError",
     "ContextPattern",
     "DataFolderLocked",
@@ -47,18 +67,30 @@ __all__ = [
     "EpisodicMemoryError",
     "ErrorRecovery",
     "ExecutionStep",
+    "FlushPolicy",
     "Heuristic",
+    "IndexConfig",
+    "InputLimits",
+    "LearnerConfig",
     "MemoryConfig",
     "Pattern",
     "QuotaExceeded",
+    "RateLimitConfig",
     "RateLimitExceeded",
+    "RayConfig",
     "Reflection",
+    "RepairReport",
+    "RetrievedContext",
     "RewardScore",
     "SchemaVersionError",
+    "ScoreBreakdown",
+    "ScoredEpisode",
     "SelfLearningMemory",
     "ServiceError",
+    "StorageConfig",
     "StorageError",
     "StoreUnavailable",
+    "SuggestedTool",
     "SyncMemory",
     "TaskContext",
     "TaskOutcome",
