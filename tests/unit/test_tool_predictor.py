@@ -132,11 +132,15 @@ def test_learning_does_not_depend_on_the_order_episodes_arrive_in() -> None:
 
 def test_state_round_trips_through_json_and_keeps_learning() -> None:
     original = trained()
+    original.observe("cancel it now", SHOP, ["find_user", "cancel_order"], episode_id="x")
     restored = ToolPredictor.from_state(json.loads(json.dumps(original.to_state())))
     queries = ["cancel my order", "return the kettle", "status of order", "hours"]
     for text in queries:
         assert restored.predict(text, SHOP) == original.predict(text, SHOP)
+        assert restored.predict_sets(text, SHOP) == original.predict_sets(text, SHOP)
         assert restored.predict_sequence(text, SHOP) == original.predict_sequence(text, SHOP)
+        assert restored.find_neighbours(text, SHOP, 5) == original.find_neighbours(text, SHOP, 5)
+    assert restored.reliability(SHOP) == original.reliability(SHOP)
     for predictor in (original, restored):
         predictor.observe("swap the kettle for a blue one", SHOP, ["find_user", "exchange"])
     for text in [*queries, "swap the kettle"]:
@@ -158,3 +162,48 @@ def test_state_from_another_version_or_bad_settings_are_rejected() -> None:
         ToolPredictor(alpha=0.0)
     with pytest.raises(ValidationError, match="prefix_len"):
         ToolPredictor(prefix_len=0)
+
+
+def test_whole_tool_sets_are_predicted_with_probabilities() -> None:
+    sets = trained().predict_sets("cancel the order I placed", SHOP, k=3)
+    assert sets[0][0] == ("cancel_order", "find_user", "get_order")
+    probabilities = [p for _, p in sets]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert 0 < sum(probabilities) <= 1.0 + 1e-9
+    assert ToolPredictor().predict_sets("anything", SHOP) == []
+
+
+def noisy(seed: int = 0) -> ToolPredictor:
+    """Descriptions that barely predict the tools: every word is shared by both outcomes."""
+    rng = random.Random(seed)
+    predictor = ToolPredictor()
+    for i in range(80):
+        words = " ".join(rng.sample(["order", "item", "help", "please", "today", "soon"], 3))
+        predictor.observe(f"{words} {i}", SHOP, [rng.choice(["lookup", "refund", "cancel"])])
+    return predictor
+
+
+def test_calibration_softens_an_overconfident_posterior_and_keeps_an_honest_one() -> None:
+    clean, muddled = trained(copies=10), noisy()
+    assert clean.predict_sets("cancel my pending order", SHOP, k=1)[0][1] > 0.9
+    untempered = muddled._model(SHOP)[0].sets.posterior(["order", "item", "help"])  # type: ignore[union-attr]
+    tempered = muddled.predict_sets("order item help", SHOP, k=1)[0][1]
+    assert tempered < min(0.6, float(untempered.max()))  # three equally likely answers
+
+
+def test_reliability_is_high_where_descriptions_tell_the_tools_and_low_where_not() -> None:
+    assert trained(copies=10).reliability(SHOP) > 0.7
+    assert noisy().reliability(SHOP) < 0.5
+    assert ToolPredictor().reliability(SHOP) == 0.0
+
+
+def test_observed_episodes_with_ids_become_neighbours() -> None:
+    predictor = ToolPredictor()
+    for i, (text, tools) in enumerate(TRAINING * 4):
+        predictor.observe(text.format(n=i), SHOP, tools, episode_id=f"e{i}")
+    predictor.observe("cancel a failed one", SHOP, ["oops"], success=False, episode_id="bad")
+    hits = predictor.find_neighbours("please cancel my order", SHOP, k=3)
+    assert hits
+    assert all(int(i[1:]) % 6 in (0, 1) for i, _ in hits)  # the two cancel templates
+    assert predictor.forget(["e0", "bad"]) == 1
+    assert "e0" not in dict(predictor.find_neighbours("please cancel my order", SHOP, k=50))

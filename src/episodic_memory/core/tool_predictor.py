@@ -1,25 +1,26 @@
 """Which tools a task will need, learned from the tools successful episodes actually used.
 
-Retrieval that re-ranks past episodes by predicted tool overlap, and agents that want a
-starting plan, both need P(tool | task description, context) before anything has run. The model
-is multinomial naive Bayes over binarized word features (``core.text.tokenize`` plus context
-tokens), with Laplace smoothing, kept per domain (tools are domain-specific) and once over all
-domains as the fallback for a domain never seen. Why naive Bayes: its state is a set of counts,
-so ``observe`` is an exact, order-independent update in O(terms) and the state serializes
-as-is; a query costs O(query terms) vectorized look-ups, well under a millisecond at thousands
-of episodes; and with tens of episodes per domain it beats discriminative models that need more
-data. Unigrams only: bigrams repeat the evidence of their words, which naive Bayes would count
-twice.
+Retrieval ranks past episodes by how likely their solution fits the new task, and agents want
+a starting plan; both need, before anything has run, a distribution over what the task calls
+for. Per domain (tools are domain-specific, with one model over all domains as the fallback
+for a domain never seen), from binarized description words plus context tokens:
 
-Two class structures share the features, because tools co-occur and an independent model per
-tool loses that:
+- **tool sets** (an episode's distinct tools, as one class: tools co-occur, and predicting the
+  set as a whole keeps that): naive Bayes (``core.naive_bayes``) posterior ``predict_sets``,
+  and each tool's marginal P(used | task) = the mass of the sets containing it (``predict``);
+- **openings** (the first ``PREFIX_LEN`` tools, repeats collapsed): ``predict_sequence``
+  returns the most probable one, extended greedily with learned transitions P(next | tool)
+  weighted by the tool's marginal until "end" wins;
+- **neighbours** (``core.neighbours``): the most similar successful episodes over the words
+  that, in this memory, predict tool use.
 
-- **tool sets** (the distinct tools of an episode): ``predict`` returns each tool's marginal
-  P(tool used | task) = sum of the posteriors of the sets that contain it;
-- **prefixes** (the first ``PREFIX_LEN`` tools, consecutive repeats collapsed):
-  ``predict_sequence`` returns the most probable opening, possibly shorter (the task ends or
-  needs no tools). Past the prefix it extends greedily with learned transitions
-  P(next | previous tool), each weighted by the tool's marginal, until "end" wins.
+Naive Bayes posteriors are famously overconfident (it counts correlated words as independent
+evidence), which matters once they are mixed with other evidence. So each domain calibrates
+itself prequentially: before an episode is learned, its set is predicted, and the log-loss of
+that prediction under each temperature in ``TEMPERATURES`` is accumulated (decayed, so the
+choice follows the model as it grows). Set posteriors and marginals use the temperature with
+the least loss; no held-out data is needed, and a memory whose descriptions predict little
+gets flat, honest posteriors.
 
 Only successful episodes teach (``core.extract.episode_succeeded``): a failed episode's tools
 are not evidence of what the task needed.
@@ -37,15 +38,29 @@ from numpy.typing import NDArray
 
 from episodic_memory.core.extract import collapse, episode_succeeded
 from episodic_memory.core.models import Episode, TaskContext
+from episodic_memory.core.naive_bayes import ClassNB
+from episodic_memory.core.neighbours import TaskNeighbours
 from episodic_memory.core.text import tokenize
 from episodic_memory.errors import ValidationError
 
-__all__ = ["ALPHA", "PREFIX_LEN", "STATE_VERSION", "ToolPredictor", "features"]
+__all__ = [
+    "ALPHA",
+    "CALIBRATION_DECAY",
+    "PREFIX_LEN",
+    "STATE_VERSION",
+    "TEMPERATURES",
+    "ToolPredictor",
+    "features",
+]
 
 ALPHA = 1.0
 """Laplace smoothing: the textbook default; unseen words neither veto nor favour a class."""
 PREFIX_LEN = 3
-STATE_VERSION = 1
+STATE_VERSION = 2
+TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0)
+"""Candidate softenings of the set posterior; the prequential log-loss picks one per domain."""
+CALIBRATION_DECAY = 0.99
+"""Per learned episode: the calibration remembers roughly the last hundred predictions."""
 _ALL = "*"
 _END = ""  # transition target meaning "the episode ends"
 
@@ -68,131 +83,56 @@ def _by_score(item: tuple[str, float]) -> tuple[float, str]:
     return (-item[1], item[0])
 
 
-def _grown(array: NDArray[Any], size: int) -> NDArray[Any]:
-    """``array`` with room for ``size`` items, doubling so appends stay amortized O(1)."""
-    if size <= len(array):
-        return array
-    bigger = np.zeros(max(size, 2 * len(array)), dtype=array.dtype)
-    bigger[: len(array)] = array
-    return bigger
-
-
-class _Posting:
-    """The classes that saw one term: counts plus the cached log gains a query adds."""
-
-    __slots__ = ("classes", "counts", "gains", "where")
-
-    def __init__(self) -> None:
-        self.classes: NDArray[np.intp] = np.zeros(2, dtype=np.intp)
-        self.gains: NDArray[np.float64] = np.zeros(2)
-        self.counts: list[float] = []
-        self.where: dict[int, int] = {}
-
-    @property
-    def size(self) -> int:
-        return len(self.counts)
-
-    def add(self, cls: int, weight: float, alpha: float) -> None:
-        pos = self.where.get(cls)
-        if pos is None:
-            pos = self.where[cls] = len(self.counts)
-            self.counts.append(0.0)
-            self.classes = _grown(self.classes, len(self.counts))
-            self.gains = _grown(self.gains, len(self.counts))
-            self.classes[pos] = cls
-        self.counts[pos] += weight
-        self.gains[pos] = math.log1p(self.counts[pos] / alpha)
-
-
-class _ClassNB:
-    """Multinomial naive Bayes over binarized terms, updated in place per observed document.
-
-    log P(c | x) = log P(c) + sum over known terms t of log((n(c, t) + a) / (n(c) + a V)) + const.
-    The ``log a`` all classes share is dropped, so a term only adds its gain
-    log(1 + n(c, t) / a) to the classes that saw it: a query touches just those entries.
-    """
-
-    def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
-        self.labels: list[tuple[str, ...]] = []
-        self.index: dict[tuple[str, ...], int] = {}
-        self.docs: NDArray[np.float64] = np.zeros(2)  # weight of each class's documents
-        self.terms: NDArray[np.float64] = np.zeros(2)  # weighted term occurrences per class
-        self.postings: dict[str, _Posting] = {}
-
-    def add(self, label: tuple[str, ...], terms: Iterable[str], weight: float) -> None:
-        cls = self.index.get(label)
-        if cls is None:
-            cls = self.index[label] = len(self.labels)
-            self.labels.append(label)
-            self.docs = _grown(self.docs, len(self.labels))
-            self.terms = _grown(self.terms, len(self.labels))
-        self.docs[cls] += weight
-        for term in terms:
-            posting = self.postings.get(term)
-            if posting is None:
-                posting = self.postings[term] = _Posting()
-            posting.add(cls, weight, self.alpha)
-            self.terms[cls] += weight
-
-    def posterior(self, terms: Iterable[str]) -> NDArray[np.float64]:
-        """P(class | terms) for every class, in ``labels`` order (empty if nothing learned)."""
-        size = len(self.labels)
-        if not size:
-            return np.zeros(0)
-        known = [self.postings[term] for term in terms if term in self.postings]
-        vocabulary = self.alpha * len(self.postings)
-        score = np.log(np.maximum(self.docs[:size], 1e-300))
-        score -= len(known) * np.log(self.terms[:size] + vocabulary)
-        for posting in known:
-            score[posting.classes[: posting.size]] += posting.gains[: posting.size]
-        prob = np.exp(score - score.max())
-        return np.asarray(prob / prob.sum(), dtype=np.float64)
-
-    def to_state(self) -> dict[str, Any]:
-        size = len(self.labels)
-        return {
-            "labels": [list(label) for label in self.labels],
-            "docs": self.docs[:size].tolist(),
-            "terms": self.terms[:size].tolist(),
-            "postings": {
-                term: [
-                    posting.classes[: posting.size].tolist(),
-                    posting.counts,
-                ]
-                for term, posting in self.postings.items()
-            },
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], alpha: float) -> _ClassNB:
-        model = cls(alpha)
-        model.labels = [tuple(label) for label in state["labels"]]
-        model.index = {label: i for i, label in enumerate(model.labels)}
-        model.docs = np.asarray(state["docs"], dtype=np.float64)
-        model.terms = np.asarray(state["terms"], dtype=np.float64)
-        for term, (classes, counts) in state["postings"].items():
-            posting = model.postings[term] = _Posting()
-            for c, n in zip(classes, counts, strict=True):
-                posting.add(int(c), float(n), alpha)
-        return model
-
-
 class _DomainModel:
-    """Tool-set and prefix classifiers plus tool transitions, for one domain."""
+    """Tool-set and prefix classifiers, tool transitions and calibration, for one domain."""
 
     def __init__(self, alpha: float) -> None:
-        self.sets = _ClassNB(alpha)
-        self.prefixes = _ClassNB(alpha)
+        self.sets = ClassNB(alpha)
+        self.prefixes = ClassNB(alpha)
         self.transitions: dict[str, dict[str, float]] = {}
         self.episodes = 0.0
+        self.losses = [0.0] * len(TEMPERATURES)  # decayed prequential log-loss per temperature
+        self.calibrated = 0.0  # decayed count of predictions scored for the temperature
+        self.hits = 0.0  # decayed sum of the probability given to the set that was used
+        self.trials = 0.0  # decayed count of all predictions, sets never seen before included
         self._tools: dict[str, int] = {}  # tool -> column of the set/tool incidence
         self._pairs: tuple[list[int], list[int]] = ([], [])  # (set class, tool) per membership
         self._arrays: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None
 
+    def _calibrate(self, terms: set[str], label: tuple[str, ...]) -> None:
+        """Score the prediction of an episode about to be learned, under every temperature."""
+        if len(self.sets.labels) < 2:
+            return  # nothing to choose between yet
+        cls = self.sets.index.get(label)
+        hit = 0.0  # a set never seen gets no probability at any temperature
+        if cls is not None:
+            score = self.sets.log_scores(terms)
+            current = self.temperature
+            for i, temperature in enumerate(TEMPERATURES):
+                scaled = (score - score.max()) / temperature
+                log_p = float(scaled[cls]) - math.log(float(np.exp(scaled).sum()))
+                self.losses[i] = CALIBRATION_DECAY * self.losses[i] - log_p
+                hit = math.exp(log_p) if temperature == current else hit
+            self.calibrated = CALIBRATION_DECAY * self.calibrated + 1.0
+        self.hits = CALIBRATION_DECAY * self.hits + hit
+        self.trials = CALIBRATION_DECAY * self.trials + 1.0
+
+    @property
+    def reliability(self) -> float:
+        """How much probability, lately, the set posterior gave the set an episode then used."""
+        return self.hits / self.trials if self.trials else 0.0
+
+    @property
+    def temperature(self) -> float:
+        """The calibrated temperature; the softest one until there is evidence."""
+        if not self.calibrated:
+            return TEMPERATURES[-1]
+        return TEMPERATURES[int(np.argmin(self.losses))]
+
     def add(self, terms: set[str], tools: list[str], weight: float, prefix_len: int) -> None:
-        self.episodes += weight
         label = tuple(sorted(set(tools)))
+        self._calibrate(terms, label)
+        self.episodes += weight
         if label not in self.sets.index:
             for tool in label:
                 self._pairs[0].append(len(self.sets.labels))
@@ -204,9 +144,11 @@ class _DomainModel:
             row = self.transitions.setdefault(before, {})
             row[after] = row.get(after, 0.0) + weight
 
-    def marginals(self, terms: Iterable[str]) -> list[tuple[str, float]]:
+    def set_posterior(self, terms: Iterable[str]) -> NDArray[np.float64]:
+        return self.sets.posterior(terms, self.temperature)
+
+    def marginals(self, post: NDArray[np.float64]) -> list[tuple[str, float]]:
         """P(tool used | terms) for every tool: posterior mass of the tool sets containing it."""
-        post = self.sets.posterior(terms)
         if not len(post):
             return []
         if self._arrays is None:
@@ -224,14 +166,20 @@ class _DomainModel:
             "sets": self.sets.to_state(),
             "prefixes": self.prefixes.to_state(),
             "transitions": self.transitions,
+            "calibration": {
+                "losses": self.losses,
+                "count": self.calibrated,
+                "hits": self.hits,
+                "trials": self.trials,
+            },
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], alpha: float) -> _DomainModel:
         model = cls(alpha)
         model.episodes = float(state["episodes"])
-        model.sets = _ClassNB.from_state(state["sets"], alpha)
-        model.prefixes = _ClassNB.from_state(state["prefixes"], alpha)
+        model.sets = ClassNB.from_state(state["sets"], alpha)
+        model.prefixes = ClassNB.from_state(state["prefixes"], alpha)
         for number, label in enumerate(model.sets.labels):
             for tool in label:
                 model._pairs[0].append(number)
@@ -240,6 +188,11 @@ class _DomainModel:
             tool: {nxt: float(n) for nxt, n in row.items()}
             for tool, row in state["transitions"].items()
         }
+        calibration = state["calibration"]
+        model.losses = [float(x) for x in calibration["losses"]]
+        model.calibrated = float(calibration["count"])
+        model.hits = float(calibration["hits"])
+        model.trials = float(calibration["trials"])
         return model
 
 
@@ -254,6 +207,7 @@ class ToolPredictor:
         self.alpha = alpha
         self.prefix_len = prefix_len
         self._models: dict[str, _DomainModel] = {}
+        self.neighbours = TaskNeighbours()
 
     @property
     def episodes_observed(self) -> float:
@@ -268,8 +222,12 @@ class ToolPredictor:
         tools: Sequence[str],
         success: bool = True,
         weight: float = 1.0,
+        episode_id: str | None = None,
     ) -> None:
-        """Learn that this task was solved with ``tools`` (in order); failures teach nothing."""
+        """Learn that this task was solved with ``tools`` (in order); failures teach nothing.
+
+        With an ``episode_id`` the episode also becomes findable by ``neighbours``.
+        """
         if not success or weight <= 0:
             return
         domain = context.domain if context is not None else "general"
@@ -278,6 +236,8 @@ class ToolPredictor:
         self._models.setdefault(domain, _DomainModel(self.alpha)).add(
             terms, sequence, weight, self.prefix_len
         )
+        if episode_id is not None:
+            self.neighbours.add(episode_id, domain, terms, sequence, weight)
         terms.add(f"domain={domain}")
         self._models.setdefault(_ALL, _DomainModel(self.alpha)).add(
             terms, sequence, weight, self.prefix_len
@@ -287,8 +247,16 @@ class ToolPredictor:
         """``observe`` a completed episode, under the shared success rule."""
         if episode.outcome is not None:
             self.observe(
-                episode.task_description, episode.context, episode.tools, episode_succeeded(episode)
+                episode.task_description,
+                episode.context,
+                episode.tools,
+                episode_succeeded(episode),
+                episode_id=episode.episode_id,
             )
+
+    def forget(self, episode_ids: Sequence[str]) -> int:
+        """Stop returning these episodes as neighbours (what they taught the classifiers stays)."""
+        return self.neighbours.remove(episode_ids)
 
     def _model(self, context: TaskContext | None) -> tuple[_DomainModel | None, set[str]]:
         domain = context.domain if context is not None else "general"
@@ -301,7 +269,34 @@ class ToolPredictor:
         model, extra = self._model(context)
         if model is None:
             return []
-        return model.marginals(features(description, context) | extra)
+        return model.marginals(model.set_posterior(features(description, context) | extra))
+
+    def predict_sets(
+        self, description: str, context: TaskContext | None, k: int = 10
+    ) -> list[tuple[tuple[str, ...], float]]:
+        """The ``k`` most probable tool sets (sorted tool names) with calibrated probabilities."""
+        model, extra = self._model(context)
+        if model is None or k <= 0:
+            return []
+        post = model.set_posterior(features(description, context) | extra)
+        order = np.argsort(-post, kind="stable")[:k]
+        return [(model.sets.labels[i], float(post[i])) for i in order]
+
+    def reliability(self, context: TaskContext | None) -> float:
+        """The recent mean probability ``predict_sets`` gave the set a new episode then used.
+
+        Measured before each episode was learned (prequentially), so it is an honest estimate
+        of how far the set posterior can be trusted for this domain; 0 until measured.
+        """
+        model, _ = self._model(context)
+        return model.reliability if model is not None else 0.0
+
+    def find_neighbours(
+        self, description: str, context: TaskContext | None, k: int
+    ) -> list[tuple[str, float]]:
+        """Successful episodes of the same domain most alike in the words that predict tools."""
+        domain = context.domain if context is not None else "general"
+        return self.neighbours.search(domain, features(description, context), k)
 
     def predict_sequence(
         self, description: str, context: TaskContext | None, n: int = 3
@@ -323,7 +318,7 @@ class ToolPredictor:
         sequence = list(best)
         if len(sequence) < min(n, self.prefix_len):
             return sequence  # the most likely opening ends here
-        marginal = dict(self.predict(description, context))
+        marginal = dict(model.marginals(model.set_posterior(terms)))
         while len(sequence) < n:
             nxt = self._next_tool(model, sequence[-1], marginal)
             if nxt is None:
@@ -355,6 +350,7 @@ class ToolPredictor:
             "alpha": self.alpha,
             "prefix_len": self.prefix_len,
             "domains": {domain: model.to_state() for domain, model in self._models.items()},
+            "neighbours": self.neighbours.to_state(),
         }
 
     @classmethod
@@ -370,4 +366,5 @@ class ToolPredictor:
             domain: _DomainModel.from_state(model, predictor.alpha)
             for domain, model in state["domains"].items()
         }
+        predictor.neighbours = TaskNeighbours.from_state(state["neighbours"])
         return predictor
