@@ -129,16 +129,40 @@ def select_heuristics(
     return [h for _, h in scored[:limit]]
 
 
+def _suggestion(tool: str, voters: Sequence[tuple[str, float]]) -> SuggestedTool:
+    """Confidence is the noisy-OR of the voters' weights: agreement raises it."""
+    miss = 1.0
+    for _, weight in voters:
+        miss *= 1.0 - min(max(weight, 0.0), 1.0)
+    sources = "+".join(dict.fromkeys(source for source, _ in voters))
+    return SuggestedTool(tool=tool, confidence=round(1.0 - miss, 4), source=sources)
+
+
 def suggest_tools(
-    votes: Sequence[tuple[str, float, Sequence[str]]], limit: int
+    votes: Sequence[tuple[str, float, Sequence[str]]],
+    limit: int,
+    plan: Sequence[tuple[str, float]] | None = None,
 ) -> list[SuggestedTool]:
     """Merge ordered tool lists ``(source, weight in [0,1], tools)`` position by position.
 
-    At each position the tool with the most weight behind it (not yet suggested) wins; its
-    confidence is the noisy-OR of its voters' weights, so agreement raises it and a single
-    weak voter stays weak.
+    With a ``plan`` — the tool predictor's opening with each tool's probability, learned
+    across every episode of the domain — the plan fixes the order and the length (a plan
+    that ends early says the task likely needs no more), and the other votes only add
+    confidence where they agree. Without one, at each position the tool with the most weight
+    behind it (not yet suggested) wins, so a single weak voter stays weak.
     """
-    chosen: list[SuggestedTool] = []
+    if plan is not None:
+        chosen = []
+        for position, (tool, probability) in enumerate(plan[:limit]):
+            voters = [("predictor", probability)]
+            voters += [
+                (source, weight)
+                for source, weight, tools in votes
+                if weight > 0 and position < len(tools) and tools[position] == tool
+            ]
+            chosen.append(_suggestion(tool, voters))
+        return chosen
+    merged: list[SuggestedTool] = []
     taken: set[str] = set()
     for position in range(limit):
         tally: dict[str, list[tuple[str, float]]] = {}
@@ -150,13 +174,9 @@ def suggest_tools(
         if not tally:
             break
         tool, voters = max(tally.items(), key=lambda item: (sum(w for _, w in item[1]), item[0]))
-        miss = 1.0
-        for _, weight in voters:
-            miss *= 1.0 - min(weight, 1.0)
-        sources = "+".join(dict.fromkeys(source for source, _ in voters))
-        chosen.append(SuggestedTool(tool=tool, confidence=round(1.0 - miss, 4), source=sources))
+        merged.append(_suggestion(tool, voters))
         taken.add(tool)
-    return chosen
+    return merged
 
 
 class Retriever:
@@ -222,7 +242,9 @@ class Retriever:
             self.storage.heuristics(domain),
         )
         episodes = {e.episode_id: e for e in by_metadata}
+        learned = predicted.neighbours[:n]
         wanted = [i for i, _ in semantic] + [hit.episode_id for hit in keyword]
+        wanted += [i for i, _ in learned]
         missing = [i for i in dict.fromkeys(wanted) if i not in episodes]
         if missing:
             episodes.update((e.episode_id, e) for e in await self.storage.get_episodes(missing))
@@ -230,6 +252,7 @@ class Retriever:
         sources = {
             "semantic": semantic,
             "keyword": [(hit.episode_id, hit.score) for hit in keyword],
+            "learned": learned,
             "metadata": [(e.episode_id, 0.0) for e in by_metadata],
         }
         query = RankQuery(
@@ -239,7 +262,8 @@ class Retriever:
             language=context.language,
             tags=frozenset(tag.lower() for tag in context.tags),
             task_type=task_type,
-            predicted_tools=dict(predicted.tools),
+            predicted_sets=[(tuple(tools), p) for tools, p in predicted.sets],
+            set_reliability=predicted.reliability,
         )
         candidates = {i: Candidate.from_episode(e) for i, e in completed.items()}
         ranked = rank(query, sources, candidates, limit, self.weights)
@@ -253,7 +277,9 @@ class Retriever:
             patterns=select_patterns(patterns, scoped, expected, self.max_patterns),
             heuristics=select_heuristics(heuristics, scoped, expected, self.max_heuristics),
             suggested_tools=suggest_tools(
-                _tool_votes(predicted, ranked, patterns, heuristics, expected), self.max_tools
+                _tool_votes(ranked, patterns, heuristics, expected),
+                self.max_tools,
+                _plan(predicted),
             ),
             explanation=None
             if ranked
@@ -271,18 +297,21 @@ def _expected(predicted: ToolPrediction, ranked: Sequence[ScoredEpisode]) -> dic
     return expected
 
 
+def _plan(predicted: ToolPrediction) -> list[tuple[str, float]] | None:
+    """The predictor's opening with each tool's probability; None when it has learned nothing."""
+    if not predicted.tools:
+        return None
+    marginal = dict(predicted.tools)
+    return [(tool, marginal.get(tool, 0.0)) for tool in predicted.sequence]
+
+
 def _tool_votes(
-    predicted: ToolPrediction,
     ranked: Sequence[ScoredEpisode],
     patterns: Sequence[Pattern],
     heuristics: Sequence[Heuristic],
     expected: Mapping[str, float],
 ) -> list[tuple[str, float, Sequence[str]]]:
-    marginal = dict(predicted.tools)
     votes: list[tuple[str, float, Sequence[str]]] = []
-    if predicted.sequence:
-        first = marginal.get(predicted.sequence[0], 0.5)
-        votes.append(("predictor", first, predicted.sequence))
     for pattern in patterns:
         if isinstance(pattern, ToolSequence):
             fit = _share(pattern.tools, expected)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from episodic_memory import ValidationError
 from episodic_memory.core.context import (
     CHARS_PER_TOKEN,
     RetrievedContext,
     ScoreBreakdown,
     ScoredEpisode,
     SuggestedTool,
+    ToolPrediction,
 )
 from episodic_memory.core.patterns import ErrorRecovery, Heuristic, ToolSequence
 
@@ -102,3 +104,18 @@ def test_context_round_trips_through_json_with_its_patterns() -> None:
     restored = RetrievedContext.model_validate_json(original.model_dump_json())
     assert restored == original
     assert isinstance(restored.patterns[1], ErrorRecovery)
+
+
+def test_a_tool_prediction_round_trips_and_defaults_to_knowing_nothing() -> None:
+    empty = ToolPrediction()
+    assert (empty.tools, empty.sets, empty.neighbours, empty.reliability) == ([], [], [], 0.0)
+    full = ToolPrediction(
+        tools=[("find_user", 0.9)],
+        sequence=["find_user"],
+        sets=[(["cancel_order", "find_user"], 0.7)],
+        neighbours=[("ep-1", 0.8)],
+        reliability=0.6,
+    )
+    assert ToolPrediction.model_validate_json(full.model_dump_json()) == full
+    with pytest.raises(ValidationError):
+        ToolPrediction(reliability=1.5)

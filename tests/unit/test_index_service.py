@@ -144,3 +144,32 @@ def test_stats_report_size_kind_and_memory() -> None:
     assert stats["index_kind"] == "flat"
     assert isinstance(stats["memory_bytes"], int)
     assert stats["memory_bytes"] >= 4 * 256 * 4
+
+
+def many(copies: int = 5) -> list[Episode]:
+    return [
+        e.model_copy(update={"episode_id": f"{e.episode_id}-{i}"})
+        for i in range(copies)
+        for e in EPISODES
+    ]
+
+
+def test_a_prediction_carries_tool_sets_neighbours_and_reliability() -> None:
+    service = IndexService(CONFIG, neighbours=3)
+    service.observe(many())
+    prediction = service.predict_tools("cancel the pending order", RETAIL)
+    assert prediction.sets[0][0] == ["cancel_order", "find_user"]
+    assert len(prediction.neighbours) == 3
+    assert all(i.startswith("c") for i, _ in prediction.neighbours)
+    assert 0.5 < prediction.reliability <= 1.0
+
+
+def test_removed_episodes_are_no_longer_neighbours() -> None:
+    service = IndexService(CONFIG)
+    episodes = many()
+    service.add_episodes(episodes)
+    service.observe(episodes)
+    service.remove(["c1-0", "c2-0"])
+    found = {i for i, _ in service.predict_tools("cancel the pending order", RETAIL).neighbours}
+    assert found
+    assert not found & {"c1-0", "c2-0"}

@@ -1,4 +1,5 @@
-"""Ranking: fusion, context, outcome, recency and tool overlap each move episodes as designed."""
+"""Ranking: each score component (learned and plain text, fusion, context, outcome, recency,
+expected tool-set match) moves episodes as designed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from episodic_memory.core.ranking import (
     Candidate,
     RankingWeights,
     RankQuery,
-    TfidfIndex,
     collapse,
     context_match,
     fuse,
@@ -20,9 +20,9 @@ from episodic_memory.core.ranking import (
     outcome_score,
     rank,
     recency_score,
-    tool_overlap,
 )
 from episodic_memory.core.text import tokenize
+from episodic_memory.core.tfidf import TfidfIndex
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -122,25 +122,61 @@ def test_newer_episodes_score_higher_on_recency_and_win_a_tie() -> None:
     assert ids(rank(query(), sources, {"old": old, "new": new}, 2)) == ["new", "old"]
 
 
-def test_predicted_tools_lift_the_episode_that_used_them() -> None:
-    common = ("find_user", "get_order")
-    refund = cand("refund", tools=(*common, "refund_order"))
-    cancel = cand("cancel", tools=(*common, "cancel_order"))
-    others = {f"o{i}": cand(f"o{i}", tools=(*common, f"other_{i}")) for i in range(4)}
-    candidates = {"refund": refund, "cancel": cancel, **others}
-    hits = [("refund", 0.62), ("cancel", 0.6)] + [(i, 0.5) for i in others]
-    predicted = {"find_user": 0.95, "get_order": 0.9, "cancel_order": 0.8}
-    without = rank(query(), {"semantic": hits}, candidates, 6)
-    with_tools = rank(query(predicted_tools=predicted), {"semantic": hits}, candidates, 6)
+COMMON = ("find_user", "get_order")
+CANCEL_SET = ("cancel_order", "find_user", "get_order")
+
+
+def tool_candidates() -> dict[str, Candidate]:
+    others = {f"o{i}": cand(f"o{i}", tools=(*COMMON, f"other_{i}")) for i in range(4)}
+    return {
+        "refund": cand("refund", tools=(*COMMON, "refund_order")),
+        "cancel": cand("cancel", tools=(*COMMON, "cancel_order")),
+        **others,
+    }
+
+
+TOOL_HITS = [("refund", 0.62), ("cancel", 0.6)] + [(f"o{i}", 0.5) for i in range(4)]
+
+
+def test_a_predicted_tool_set_lifts_the_episode_that_used_it() -> None:
+    candidates = tool_candidates()
+    without = rank(query(), {"semantic": TOOL_HITS}, candidates, 6)
+    predicted = query(predicted_sets=[(CANCEL_SET, 0.9)])
+    with_tools = rank(predicted, {"semantic": TOOL_HITS}, candidates, 6)
     assert ids(without)[0] == "refund"
     assert ids(with_tools)[0] == "cancel"
     assert with_tools[0].breakdown.tool_overlap > with_tools[1].breakdown.tool_overlap
 
 
-def test_tool_overlap_ignores_tools_every_candidate_uses() -> None:
-    idf = {"find_user": 0.0, "cancel_order": 1.5}
-    assert tool_overlap({"find_user": 1.0}, ("find_user", "cancel_order"), idf) == 0.0
-    assert tool_overlap({"cancel_order": 1.0}, ("cancel_order",), idf) == pytest.approx(1.0)
+def test_an_unproven_predictor_does_not_move_the_ranking() -> None:
+    unproven = query(predicted_sets=[(CANCEL_SET, 0.9)], set_reliability=0.0)
+    ranked = rank(unproven, {"semantic": TOOL_HITS}, tool_candidates(), 6)
+    assert ids(ranked)[0] == "refund"
+    assert all(r.breakdown.tool_overlap == 0.0 for r in ranked)
+
+
+def test_without_a_prediction_the_top_candidates_tool_sets_vote() -> None:
+    candidates = {
+        "c1": cand("c1", tools=("cancel_order",)),
+        "c2": cand("c2", tools=("cancel_order",)),
+        "r": cand("r", tools=("refund_order",)),
+    }
+    sources = {"semantic": [("c1", 0.9), ("c2", 0.85), ("r", 0.84)]}
+    ranked = rank(query(), sources, candidates, 3, RankingWeights(mmr_lambda=1.0))
+    overlap = {r.episode_id: r.breakdown.tool_overlap for r in ranked}
+    assert overlap["c2"] > overlap["r"] > 0
+
+
+def test_the_learned_source_lifts_an_episode_the_text_sources_rank_low() -> None:
+    candidates = {"kw": cand("kw"), "learned": cand("learned")}
+    sources = {
+        "keyword": [("kw", 9.0), ("learned", 3.0)],
+        "learned": [("learned", 0.8), ("kw", 0.1)],
+    }
+    ranked = rank(query(), sources, candidates, 2)
+    assert ids(ranked) == ["learned", "kw"]
+    assert ranked[0].breakdown.learned == pytest.approx(0.8)
+    assert "same kind of work" in ranked[0].why
 
 
 def test_mmr_moves_a_near_duplicate_below_a_different_item() -> None:
@@ -168,11 +204,27 @@ def test_rank_demotes_a_near_duplicate_description() -> None:
 def test_every_component_lands_in_the_breakdown_and_sums_to_the_total() -> None:
     weights = RankingWeights()
     candidates = {"a": cand("a", reward=0.8)}
-    sources = {"semantic": [("a", 0.7)], "keyword": [("a", 3.0)], "metadata": [("a", 0.0)]}
-    (scored,) = rank(query(predicted_tools={"act": 0.9}), sources, candidates, 1, weights)
+    sources = {
+        "semantic": [("a", 0.7)],
+        "keyword": [("a", 3.0)],
+        "learned": [("a", 0.4)],
+        "metadata": [("a", 0.0)],
+    }
+    q = query(predicted_sets=[(("act", "lookup"), 0.9)], set_reliability=0.5)
+    (scored,) = rank(q, sources, candidates, 1, weights)
     b = scored.breakdown
-    parts = ("semantic", "keyword", "fusion", "context", "outcome", "recency", "tool_overlap")
+    parts = (
+        "learned",
+        "semantic",
+        "keyword",
+        "fusion",
+        "context",
+        "outcome",
+        "recency",
+        "tool_overlap",
+    )
     assert all(getattr(b, name) > 0 for name in parts)
+    assert b.tool_overlap == pytest.approx(0.5)  # a certain match, discounted by reliability
     assert b.total == pytest.approx(sum(getattr(weights, n) * getattr(b, n) for n in parts))
     assert scored.score == b.total
 

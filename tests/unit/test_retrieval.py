@@ -18,8 +18,8 @@ from episodic_memory.config import IndexConfig
 from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.core.patterns import ErrorRecovery, Heuristic, Pattern, ToolSequence
-from episodic_memory.core.ranking import TfidfIndex
 from episodic_memory.core.text import tokenize
+from episodic_memory.core.tfidf import TfidfIndex
 from episodic_memory.errors import ValidationError
 from episodic_memory.index.service import IndexService
 from episodic_memory.retrieval import Retriever, suggest_tools
@@ -274,3 +274,55 @@ def test_suggested_tools_gain_confidence_when_sources_agree() -> None:
 def test_suggested_tools_never_repeat_a_tool() -> None:
     tools = suggest_tools([("a", 0.9, ["x", "y", "x"]), ("b", 0.4, ["y", "x"])], 5)
     assert len({s.tool for s in tools}) == len(tools)
+
+
+COLOURS = ["red", "blue", "green", "black", "white", "grey"]
+MANY = [
+    episode(f"cancel-{c}", f"Please cancel my pending order for the {c} chair", CANCEL)
+    for c in COLOURS
+] + [
+    episode(f"return-{c}", f"Return the delivered {c} jacket for a refund", RETURN) for c in COLOURS
+]
+
+
+class TextBlindStorage(MemoryStorage):
+    """A store whose own searches find nothing: only the index's neighbours can."""
+
+    async def keyword_search(
+        self, text: str, domain: str | None = None, limit: int = 50
+    ) -> list[KeywordHit]:
+        return []
+
+    async def candidates_by_metadata(
+        self, domain: str | None, task_type: str | None, limit: int
+    ) -> list[Episode]:
+        return []
+
+
+async def test_learned_neighbours_are_fetched_and_ranked_when_other_sources_miss() -> None:
+    storage = TextBlindStorage(MANY)
+    result = await retriever(storage, embedder="none", episodes=MANY).retrieve(
+        "I want to cancel an order", RETAIL, limit=3
+    )
+    assert [e.episode_id.split("-")[0] for e in result.episodes] == ["cancel"] * 3
+    assert all(e.breakdown.learned > 0 for e in result.episodes)
+
+
+async def test_suggested_tools_are_the_predicted_plan_and_end_where_it_ends() -> None:
+    lookups = [episode(f"status-{c}", f"Where is my {c} parcel now", ["track"]) for c in COLOURS]
+    episodes = [*MANY, *lookups]
+    result = await retriever(MemoryStorage(episodes), episodes=episodes).retrieve(
+        "where is my parcel", RETAIL
+    )
+    assert [s.tool for s in result.suggested_tools] == ["track"]
+    assert "predictor" in result.suggested_tools[0].source
+
+
+def test_a_plan_fixes_order_and_length_and_agreeing_votes_add_confidence() -> None:
+    votes = [("episodes", 0.5, ["a", "x", "y"]), ("pattern", 0.4, ["b"])]
+    planned = suggest_tools(votes, 5, plan=[("a", 0.6), ("b", 0.5)])
+    assert [s.tool for s in planned] == ["a", "b"]
+    assert planned[0].confidence == pytest.approx(1 - 0.4 * 0.5)
+    assert planned[0].source == "predictor+episodes"
+    assert planned[1].source == "predictor"  # the pattern proposed b first, not second
+    assert suggest_tools(votes, 5, plan=[]) == []  # the predictor expects no tools at all

@@ -36,9 +36,13 @@ class ScoreBreakdown(Record):
     """Every component of an episode's score, each in [0, 1]; ``total`` is their weighted sum.
 
     ``fusion`` is the reciprocal-rank agreement of the candidate sources (semantic, keyword,
-    metadata); ``semantic`` and ``keyword`` are each source's own normalised score.
+    learned, metadata); ``semantic`` and ``keyword`` are each source's own normalised score;
+    ``learned`` is the similarity over the words the memory learned to predict tool use;
+    ``tool_overlap`` the expected match of the episode's tool set with the task's, discounted
+    by the tool predictor's measured reliability.
     """
 
+    learned: float = 0.0
     semantic: float = 0.0
     keyword: float = 0.0
     fusion: float = 0.0
@@ -72,10 +76,20 @@ class SuggestedTool(Record):
 
 
 class ToolPrediction(Record):
-    """What the tool predictor expects a task to use: a ranked set and a likely order."""
+    """What the tool predictor expects a task to use, before anything has run.
 
-    tools: list[tuple[str, float]] = Field(default_factory=list)  # (tool, probability)
-    sequence: list[str] = Field(default_factory=list)  # most likely first tools, in order
+    ``tools``: each tool's probability of being used; ``sets``: the most probable tool sets
+    as a whole (sorted names, calibrated probability); ``sequence``: the most likely first
+    tools, in order; ``neighbours``: past successful episodes most alike in the words that
+    predict tools, as ``(episode_id, similarity)``; ``reliability``: the mean probability the
+    set posterior recently gave the set an episode then used (0: not measured yet).
+    """
+
+    tools: list[tuple[str, float]] = Field(default_factory=list)
+    sequence: list[str] = Field(default_factory=list)
+    sets: list[tuple[list[str], float]] = Field(default_factory=list)
+    neighbours: list[tuple[str, float]] = Field(default_factory=list)
+    reliability: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 _EPISODES_HEADER = "Similar past tasks (best first):"

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _VECTORS_DIR = "vectors"
 _PREDICTOR_FILE = "tool_predictor.json"
 _MAX_PREDICTED_TOOLS = 20
+_MAX_PREDICTED_SETS = 20
 _MIN_TOOL_PROBABILITY = 0.01
 
 
@@ -60,12 +61,17 @@ class IndexService:
         *,
         embedder: Embedder | None = None,
         sequence_length: int = 5,
+        neighbours: int = 50,
     ) -> None:
-        """``embedder`` overrides the configured one (tests, or one model shared per process)."""
+        """``embedder`` overrides the configured one (tests, or one model shared per process).
+
+        ``neighbours``: how many learned neighbours ``predict_tools`` returns.
+        """
         self.config = config
         self.index_dir = index_dir
         self.embedder = embedder if embedder is not None else make_embedder(config)
         self.sequence_length = sequence_length
+        self.neighbours = neighbours
         self.predictor = ToolPredictor()
         self._predictor_lock = threading.Lock()
         self.vectors = self._new_index()
@@ -126,6 +132,9 @@ class IndexService:
         return len(fresh)
 
     def remove(self, episode_ids: Sequence[str]) -> int:
+        """Drop these episodes' vectors and learned-neighbour entries; returns vectors removed."""
+        with self._predictor_lock:
+            self.predictor.forget(episode_ids)
         return self.vectors.remove(episode_ids) if self.vectors is not None else 0
 
     def search(self, description: str, context: TaskContext, k: int) -> list[tuple[str, float]]:
@@ -143,11 +152,21 @@ class IndexService:
                 self.predictor.observe_episode(episode)
 
     def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
+        """Tools, tool sets, opening and learned neighbours for a task (see ToolPrediction)."""
         with self._predictor_lock:
             tools = self.predictor.predict(description, context)
+            sets = self.predictor.predict_sets(description, context, _MAX_PREDICTED_SETS)
             sequence = self.predictor.predict_sequence(description, context, self.sequence_length)
+            neighbours = self.predictor.find_neighbours(description, context, self.neighbours)
+            reliability = self.predictor.reliability(context)
         likely = [(tool, p) for tool, p in tools if p >= _MIN_TOOL_PROBABILITY]
-        return ToolPrediction(tools=likely[:_MAX_PREDICTED_TOOLS], sequence=sequence)
+        return ToolPrediction(
+            tools=likely[:_MAX_PREDICTED_TOOLS],
+            sequence=sequence,
+            sets=[(list(s), p) for s, p in sets if p >= _MIN_TOOL_PROBABILITY],
+            neighbours=neighbours,
+            reliability=min(max(reliability, 0.0), 1.0),
+        )
 
     # --- persistence --------------------------------------------------------------------
     def save(self) -> None:
