@@ -23,8 +23,8 @@ sharpen as evidence grows. A word that every episode or none shares carries noth
 
 Similarity is the cosine of binary term vectors under these weights. The index keeps, per
 domain, each successful episode's terms and tools, the term × tool co-occurrence counts (exact
-under add and remove), and recomputes weights and norms lazily after a change: one vectorized
-pass, O(vocabulary × tools + stored terms).
+under add and remove), and recomputes weights and norms lazily: one vectorized pass,
+O(vocabulary × tools + stored terms), once the corpus has changed by ``REFRESH``.
 """
 
 from __future__ import annotations
@@ -39,12 +39,23 @@ from numpy.typing import NDArray
 
 from episodic_memory.core.naive_bayes import grown
 
-__all__ = ["SIGNIFICANCE", "SMOOTHING", "TaskNeighbours", "chi2_1_quantile", "term_weights"]
+__all__ = [
+    "REFRESH",
+    "SIGNIFICANCE",
+    "SMOOTHING",
+    "TaskNeighbours",
+    "chi2_1_quantile",
+    "term_weights",
+]
 
 SIGNIFICANCE = 0.05
 """Family-wise chance, over a domain's tools, that a word unrelated to all of them gets weight."""
 SMOOTHING = 1.0
 """Pseudo-episodes pulling P(tool | word) towards the tool's base rate."""
+REFRESH = 0.01
+"""Weights are corpus statistics, recomputed once the domain's episodes have changed by this
+fraction (any change below a hundred episodes): a busy memory does not pay a full pass per
+learned episode, and words new since the last pass weigh nothing until the next."""
 
 Floats = NDArray[np.float64]
 
@@ -97,8 +108,12 @@ class _Domain:
         self.slot: dict[str, int] = {}
         self.members: list[tuple[list[int], list[int], float]] = []  # rows, cols, weight
         self.postings: dict[int, list[int]] = {}
+        self._flat: tuple[list[int], list[int]] = ([], [])  # (slot, row) of every stored term
         self._weights: Floats | None = None
+        self._basis = 0.0  # episodes when the weights were computed
+        self._changed = 0.0  # episodes added or removed since
         self._norms: Floats | None = None
+        self._normed = 0  # entries of ``_flat`` the norms include
 
     def _rows(self, terms: Iterable[str]) -> list[int]:
         rows = [self.row.setdefault(term, len(self.row)) for term in terms]
@@ -126,7 +141,7 @@ class _Domain:
         self.tool_docs[cols] += weight
         if rows and cols:
             self.co[np.ix_(rows, cols)] += weight
-        self._weights = self._norms = None
+        self._changed += abs(weight)
 
     def add(self, episode_id: str, terms: set[str], tools: set[str], weight: float) -> None:
         if episode_id in self.slot:
@@ -138,6 +153,8 @@ class _Domain:
         self.members.append((rows, cols, weight))
         for row in rows:
             self.postings.setdefault(row, []).append(self.slot[episode_id])
+        self._flat[0].extend([self.slot[episode_id]] * len(rows))
+        self._flat[1].extend(rows)
 
     def remove(self, episode_id: str) -> bool:
         slot = self.slot.pop(episode_id, None)
@@ -148,10 +165,17 @@ class _Domain:
         self.members[slot] = ([], [], 0.0)
         for row in rows:
             self.postings[row].remove(slot)
+        self._flat = ([], [])  # rare: rebuilt from the members that remain
+        for number, (kept, _, _) in enumerate(self.members):
+            self._flat[0].extend([number] * len(kept))
+            self._flat[1].extend(kept)
+        self._weights = self._norms = None  # removal is exact at once
         return True
 
     def weights(self) -> Floats:
-        if self._weights is None:
+        """One weight per known term (see ``REFRESH`` for when they are recomputed)."""
+        stale = self._changed > 0 and self._changed >= REFRESH * self._basis
+        if self._weights is None or stale:
             size = len(self.row)
             self._weights = term_weights(
                 self.co[:size, : len(self.col)],
@@ -159,16 +183,25 @@ class _Domain:
                 self.tool_docs[: len(self.col)],
                 self.episodes,
             )
+            self._basis, self._changed, self._norms = self.episodes, 0.0, None
+        elif len(self._weights) < len(self.row):  # words first seen since: no weight yet
+            self._weights = np.concatenate(
+                [self._weights, np.zeros(len(self.row) - len(self._weights))]
+            )
         return self._weights
 
     def norms(self) -> Floats:
-        if self._norms is None:
-            squared = self.weights() ** 2
-            self._norms = np.sqrt(
-                np.array(
-                    [float(squared[rows].sum()) if rows else 0.0 for rows, _, _ in self.members]
-                )
-            )
+        """Each stored episode's vector norm; extended for episodes added since."""
+        squared = self.weights() ** 2
+        start = 0 if self._norms is None else self._normed
+        slots = np.asarray(self._flat[0][start:], dtype=np.intp)
+        rows = np.asarray(self._flat[1][start:], dtype=np.intp)
+        known = 0 if self._norms is None else len(self._norms)
+        added = np.sqrt(
+            np.bincount(slots - known, weights=squared[rows], minlength=len(self.ids) - known)
+        )
+        self._norms = added if self._norms is None else np.concatenate([self._norms, added])
+        self._normed = len(self._flat[0])
         return self._norms
 
     def search(self, terms: Iterable[str], k: int) -> list[tuple[str, float]]:
