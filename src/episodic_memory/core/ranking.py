@@ -118,9 +118,9 @@ class RankQuery:
 class RankingWeights:
     """Component weights and knobs; defaults were chosen on grouped cross-validation."""
 
-    learned: float = 0.35
-    semantic: float = 0.075
-    keyword: float = 0.075
+    learned: float = 0.40
+    semantic: float = 0.05
+    keyword: float = 0.05
     fusion: float = 0.025
     context: float = 0.05
     outcome: float = 0.05
