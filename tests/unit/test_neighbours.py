@@ -95,3 +95,19 @@ def test_a_word_marking_a_block_of_tools_counts_once_not_once_per_tool() -> None
     weights = term_weights(co, df, tool_docs=np.array([5.0] * 5), episodes=10.0)
     assert weights[0] == pytest.approx(weights[1])
     assert weights[0] > 0
+
+
+def test_a_large_corpus_refreshes_its_weights_after_one_percent_of_change() -> None:
+    index = TaskNeighbours()
+    corpus(index, copies=30)  # 240 episodes: a refresh after 2.4 episodes of change
+    assert index.weights("shop", ["cancel"])["cancel"] > 0
+    for i in range(2):
+        index.add(f"x{i}", "shop", {"exchange", "swap"}, {"find", "exchange"})
+    assert index.weights("shop", ["exchange"])["exchange"] == 0.0  # not recomputed yet
+    found = {i for i, _ in index.search("shop", {"cancel"}, k=300)}  # stale weights still serve
+    assert len(found) == 120
+    assert all(i.startswith("c-") for i in found)
+    for i in range(2, 12):
+        index.add(f"x{i}", "shop", {"exchange", "swap"}, {"find", "exchange"})
+    assert index.weights("shop", ["exchange"])["exchange"] > 0
+    assert {i for i, _ in index.search("shop", {"swap"}, k=20)} == {f"x{i}" for i in range(12)}
