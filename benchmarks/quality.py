@@ -32,7 +32,7 @@ Settings: the hashing embedder (default) and MiniLM (``IndexConfig(embedder="min
 of the per-fold values over folds × repeats (``--repeats`` reshuffles the groups with seeds
 0, 1, ...); the "memory − baseline" rows are per-fold paired differences (same folds, same
 queries) against TF-IDF for retrieval and against the nearest neighbour for the first tools.
-Deterministic up to the order in which concurrent completions reach the learner.
+Deterministic: seeded folds and a fixed ingestion order, so repeated runs write the same JSON.
 
     .venv/bin/python benchmarks/quality.py [--quick] [--folds 5] [--repeats 1]
         [--embedders hashing,minilm] [--backend in_process|ray] [--json out.json]
