@@ -173,3 +173,4 @@ def test_removed_episodes_are_no_longer_neighbours() -> None:
     found = {i for i, _ in service.predict_tools("cancel the pending order", RETAIL).neighbours}
     assert found
     assert not found & {"c1-0", "c2-0"}
+    assert service.stats()["predictor_neighbours"] == len(episodes) - 2

@@ -224,4 +224,5 @@ class IndexService:
             "index_kind": vectors.kind if vectors is not None else None,
             "memory_bytes": vectors.memory_bytes() if vectors is not None else 0,
             "predictor_episodes": self.predictor.episodes_observed,
+            "predictor_neighbours": len(self.predictor.neighbours),
         }
