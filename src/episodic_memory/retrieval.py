@@ -2,10 +2,13 @@
 
 ``Retriever`` talks to two small async protocols, so the same code runs over the in-process
 services and over adapters around Ray actor handles. All candidate sources are asked at once
-(``asyncio.gather``); the only second round trip fetches the episodes the first round named
-but did not return. Ranking itself is ``core.ranking`` (pure); this module also picks the
-patterns and heuristics that apply and turns every source of tool knowledge into one ordered
-list of suggested tools.
+(``asyncio.gather``): vector search, full-text search, same-domain metadata, and the tool
+predictor, whose answer carries its learned neighbours as a fourth candidate list. The only
+second round trip fetches the episodes the first round named but did not return. Ranking
+itself is ``core.ranking`` (pure); this module also picks the patterns and heuristics that
+apply and the suggested tools: the predictor's opening, learned across every episode of the
+domain, is the plan, and patterns, rules and the top episodes add confidence where they agree
+(they lead only where the predictor has learned nothing).
 """
 
 from __future__ import annotations
