@@ -127,7 +127,7 @@ def _key_kind(key: str) -> tuple[str, bool] | None:
     return None
 
 
-def _is_placeholder(value: str, key: str) -> bool:
+def _is_example_value(value: str, key: str) -> bool:
     """Values that stand for a secret without being one: null, masks, templates, names, paths.
 
     ``password=password``, ``"client_secret": "clientSecret"``, ``token={token}``,
@@ -211,7 +211,7 @@ def _key(match: re.Match[str]) -> tuple[int, str]:
 def _kv_kind(match: re.Match[str]) -> str | None:
     value = next(v for v in match.group("dq", "sq", "eq", "v") if v is not None)
     key = _key(match)[1]
-    if (found := _key_kind(key)) is None or _is_placeholder(value, key):
+    if (found := _key_kind(key)) is None or _is_example_value(value, key):
         return None
     if found[1] and not _looks_high_entropy(value):
         return None
@@ -251,7 +251,7 @@ def _code_or_prose(match: re.Match[str], value: str) -> bool:
 
 def _header_kind(match: re.Match[str]) -> str | None:
     value, scheme = match.group("v"), (match.group("scheme") or "").strip().lower()
-    if _is_placeholder(value, "authorization") or value.endswith(":"):
+    if _is_example_value(value, "authorization") or value.endswith(":"):
         return None  # ...or the next header
     if not scheme and (value.isalpha() or len(value) < 8):
         return None  # "Authorization: failed", "authorization: see docs"
@@ -265,7 +265,7 @@ def _cli_kind(match: re.Match[str]) -> str | None:
     if value.endswith(":"):
         return None  # the next key, not a value
     found = _key_kind(flag)
-    if found is None or _is_placeholder(value, flag) or (value.isalpha() and value.islower()):
+    if found is None or _is_example_value(value, flag) or (value.isalpha() and value.islower()):
         return None  # "use the --password option", "--token $TOKEN"
     if _CONST.fullmatch(value):
         return None  # --secrets HF_TOKEN names an environment variable
@@ -420,7 +420,7 @@ def _redact_keyed(key: str, item: JsonValue) -> JsonValue:
     key = key[-_MAX_KEY:]
     if (found := _key_kind(key)) is not None:
         kind, needs_entropy = found
-        if isinstance(item, str) and not _is_placeholder(item, key):
+        if isinstance(item, str) and not _is_example_value(item, key):
             plausible = kind == "password" or not _not_a_token(item)
             if plausible and (not needs_entropy or _looks_high_entropy(item)):
                 return f"{_MARK}{kind}]"
