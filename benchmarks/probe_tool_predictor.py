@@ -33,41 +33,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from episodic_memory.core.extract import collapse
 from episodic_memory.core.models import TaskContext
 from episodic_memory.core.text import tokenize
 from episodic_memory.core.tool_predictor import ToolPredictor
+from quality import context_of, group_of, load, tools_of, write_tools  # same data helpers
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "tau_dev.jsonl"
 Row = dict[str, Any]
 Predictor = Callable[[Row], tuple[list[str], set[str]]]  # query -> (first tools, tool set)
-
-
-def load(path: Path) -> list[Row]:
-    with path.open() as handle:
-        return [json.loads(line) for line in handle]
-
-
-def group_of(row: Row) -> str:
-    return str(row["group"]["customer"] or row["id"])
-
-
-def tools_of(row: Row) -> list[str]:
-    return collapse([step["tool"] for step in row["steps"]])
-
-
-def context_of(row: Row) -> TaskContext:
-    ctx = row["context"]
-    return TaskContext(domain=ctx["domain"], language=ctx.get("language"), tags=ctx.get("tags", []))
-
-
-def write_tools(rows: Sequence[Row]) -> set[str]:
-    found: set[str] = set()
-    for row in rows:
-        kind = row["family"].split(":", 1)[1]
-        if kind != "no_write":
-            found.update(kind.split("+"))
-    return found
 
 
 def family(domain: str, tools: set[str], writes: set[str]) -> str:
