@@ -111,11 +111,22 @@ async def test_killing_the_whole_local_ray_loses_nothing_acknowledged(tmp_path: 
     try:
         victims = descendants(driver.pid) | using(temp_dir)
         assert len(victims) >= 4, victims  # driver, GCS, raylet, workers at least
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+
+        def sweep() -> bool:
+            """Kill every live process of this Ray; True once none is left.
+
+            Repeated, because Ray may start a process (a restarted worker) after any snapshot,
+            and a survivor would keep holding the data folder.
+            """
+            left = {p for p in descendants(driver.pid) | using(temp_dir) | victims if alive(p)}
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return not left
+
+        sweep()
         driver.wait(timeout=30)
-        await poll(lambda: asyncio.sleep(0, result=not any(alive(p) for p in victims)))
+        await poll(lambda: asyncio.sleep(0, result=sweep()))
     finally:
         if driver.poll() is None:
             driver.kill()
