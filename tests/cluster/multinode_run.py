@@ -35,6 +35,7 @@ from ray.cluster_utils import Cluster
 from episodic_memory import cli
 from episodic_memory.config import MemoryConfig, RayConfig
 from episodic_memory.demo import generate_episode
+from episodic_memory.errors import ServiceError
 from episodic_memory.memory import SelfLearningMemory
 from episodic_memory.memory_sync import SyncMemory
 
@@ -157,11 +158,21 @@ def run(data_dir: Path) -> dict[str, Any]:
             except Exception as exc:
                 agent_errors.append(type(exc).__name__)
 
-        # The memory keeps serving: a new episode from the head, and retrieval.
+        # The memory keeps serving: a new episode from the head, and retrieval. Actors that
+        # lived on the dead node may still be restarting; like any agent, retry with a fresh
+        # episode (log_steps is deliberately not retried inside the service).
         task_text, context, steps, outcome = generate_episode(1)
-        fresh = memory.start_episode(task_text, context, agent_id="head:seed-1")
-        memory.log_steps(fresh, steps)
-        memory.complete_episode(fresh, outcome)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                fresh = memory.start_episode(task_text, context, agent_id="head:seed-1")
+                memory.log_steps(fresh, steps)
+                memory.complete_episode(fresh, outcome)
+                break
+            except ServiceError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         found = memory.retrieve_relevant_context(task_text, context, limit=3)
         after = completed(memory)
         broken = intact(memory, sorted(after))
