@@ -2,9 +2,11 @@
 
 ``Retriever`` talks to two small async protocols, so the same code runs over the in-process
 services and over adapters around Ray actor handles. All candidate sources are asked at once
-(``asyncio.gather``): vector search, full-text search, same-domain metadata, and the tool
-predictor, whose answer carries its learned neighbours as a fourth candidate list. The only
-second round trip fetches the episodes the first round named but did not return. Ranking
+(``asyncio.gather``): the index's vector search and tool predictor (whose answer carries its
+learned neighbours as a candidate list), and the store's slate — full-text and same-domain
+candidates as ranking rows, with the patterns and heuristics, in one call. The only second
+round trip fetches the rows of episodes the index named that the slate did not carry; no
+episode is loaded whole (``storage/candidates.py`` says why). Ranking
 itself is ``core.ranking`` (pure); this module also picks the patterns and heuristics that
 apply and the suggested tools: the predictor's opening, learned across every episode of the
 domain, is the plan, and patterns, rules and the top episodes add confidence where they agree
@@ -26,7 +28,7 @@ from episodic_memory.core.context import (
     SuggestedTool,
     ToolPrediction,
 )
-from episodic_memory.core.models import Episode, TaskContext
+from episodic_memory.core.models import TaskContext
 from episodic_memory.core.patterns import (
     DecisionPoint,
     ErrorRecovery,
@@ -36,7 +38,7 @@ from episodic_memory.core.patterns import (
 )
 from episodic_memory.core.ranking import DEFAULT_WEIGHTS, Candidate, RankingWeights, RankQuery, rank
 from episodic_memory.errors import ValidationError
-from episodic_memory.storage.base import KeywordHit
+from episodic_memory.storage.base import KeywordHit, RetrievalSlate
 
 __all__ = [
     "IndexAPI",
@@ -61,21 +63,19 @@ class IndexAPI(Protocol):
 
 
 class StorageAPI(Protocol):
-    """The StorageService's retrieval surface."""
+    """The StorageService's retrieval surface: one slate per query, then missing rows."""
 
-    async def keyword_search(
-        self, text: str, domain: str | None = None, limit: int = 50
-    ) -> list[KeywordHit]: ...
+    async def retrieval_slate(
+        self,
+        text: str,
+        *,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> RetrievalSlate: ...
 
-    async def candidates_by_metadata(
-        self, domain: str | None, task_type: str | None, limit: int
-    ) -> list[Episode]: ...
-
-    async def get_episodes(self, episode_ids: Sequence[str]) -> list[Episode]: ...
-
-    async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]: ...
-
-    async def heuristics(self, domain: str | None = None, limit: int = 50) -> list[Heuristic]: ...
+    async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]: ...
 
 
 def _share(tools: Sequence[str], expected: Mapping[str, float]) -> float:
@@ -236,27 +236,30 @@ class Retriever:
         domain = context.domain
         known_domain = None if domain == _UNSPECIFIED_DOMAIN else domain
         n = max(self.candidates_per_source, 2 * limit)
-        semantic, predicted, keyword, by_metadata, patterns, heuristics = await asyncio.gather(
+        semantic, predicted, slate = await asyncio.gather(
             self._semantic(description, context, n),
             self._predicted(description, context),
-            self.storage.keyword_search(description, domain=known_domain, limit=n),
-            self.storage.candidates_by_metadata(domain, task_type, n),
-            self.storage.patterns(domain),
-            self.storage.heuristics(domain),
+            self.storage.retrieval_slate(
+                description,
+                keyword_domain=known_domain,
+                domain=domain,
+                task_type=task_type,
+                limit=n,
+            ),
         )
-        episodes = {e.episode_id: e for e in by_metadata}
+        keyword, patterns, heuristics = slate.keyword, slate.patterns, slate.heuristics
+        candidates = dict(slate.candidates)
         learned = predicted.neighbours[:n]
-        wanted = [i for i, _ in semantic] + [hit.episode_id for hit in keyword]
-        wanted += [i for i, _ in learned]
-        missing = [i for i in dict.fromkeys(wanted) if i not in episodes]
+        asked = {hit.episode_id for hit in keyword} | set(slate.metadata)
+        wanted = [i for i, _ in semantic] + [i for i, _ in learned]
+        missing = [i for i in dict.fromkeys(wanted) if i not in asked]
         if missing:
-            episodes.update((e.episode_id, e) for e in await self.storage.get_episodes(missing))
-        completed = {i: e for i, e in episodes.items() if e.outcome is not None}
+            candidates.update(await self.storage.candidates(missing))
         sources = {
             "semantic": semantic,
             "keyword": [(hit.episode_id, hit.score) for hit in keyword],
             "learned": learned,
-            "metadata": [(e.episode_id, 0.0) for e in by_metadata],
+            "metadata": [(i, 0.0) for i in slate.metadata],
         }
         query = RankQuery(
             description=description,
@@ -268,7 +271,6 @@ class Retriever:
             predicted_sets=[(tuple(tools), p) for tools, p in predicted.sets],
             set_reliability=predicted.reliability,
         )
-        candidates = {i: Candidate.from_episode(e) for i, e in completed.items()}
         ranked = rank(query, sources, candidates, limit, self.weights)
         expected = _expected(predicted, ranked)
         scoped = (

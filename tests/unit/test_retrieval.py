@@ -18,29 +18,40 @@ from episodic_memory.config import IndexConfig
 from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.core.patterns import ErrorRecovery, Heuristic, Pattern, ToolSequence
+from episodic_memory.core.ranking import Candidate
 from episodic_memory.core.text import tokenize
 from episodic_memory.core.tfidf import TfidfIndex
 from episodic_memory.errors import ValidationError
 from episodic_memory.index.service import IndexService
 from episodic_memory.retrieval import Retriever, suggest_tools
-from episodic_memory.storage.base import KeywordHit
+from episodic_memory.storage.base import KeywordHit, RetrievalSlate
 
 RETAIL = TaskContext(domain="retail", language="en")
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 class LocalIndex:
-    """The real IndexService, awaited the way an actor adapter would be."""
+    """The real IndexService, awaited the way an actor adapter would be.
+
+    ``barrier`` (when set) proves its calls overlap with the store's.
+    """
 
     def __init__(self, service: IndexService) -> None:
         self.service = service
+        self.barrier: asyncio.Barrier | None = None
+
+    async def _enter(self) -> None:
+        if self.barrier is not None:
+            await asyncio.wait_for(self.barrier.wait(), timeout=5)
 
     async def search(
         self, description: str, context: TaskContext, k: int
     ) -> list[tuple[str, float]]:
+        await self._enter()
         return self.service.search(description, context, k)
 
     async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
+        await self._enter()
         return self.service.predict_tools(description, context)
 
 
@@ -70,7 +81,6 @@ class MemoryStorage:
     async def keyword_search(
         self, text: str, domain: str | None = None, limit: int = 50
     ) -> list[KeywordHit]:
-        await self._enter("keyword")
 
         def allowed(i: str) -> bool:
             return domain is None or self.episodes[i].context.domain == domain
@@ -81,20 +91,35 @@ class MemoryStorage:
     async def candidates_by_metadata(
         self, domain: str | None, task_type: str | None, limit: int
     ) -> list[Episode]:
-        await self._enter("metadata")
         same = [e for e in self.episodes.values() if e.context.domain == domain]
         return sorted(same, key=lambda e: e.started_at, reverse=True)[:limit]
 
-    async def get_episodes(self, episode_ids: Sequence[str]) -> list[Episode]:
-        return [self.episodes[i] for i in episode_ids if i in self.episodes]
+    async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]:
+        self.calls.append("candidates")
+        found = [self.episodes[i] for i in episode_ids if i in self.episodes]
+        return {e.episode_id: Candidate.from_episode(e) for e in found if e.outcome is not None}
 
-    async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]:
-        await self._enter("patterns")
-        return [p for p in self._patterns if domain is None or p.domain == domain][:limit]
-
-    async def heuristics(self, domain: str | None = None, limit: int = 50) -> list[Heuristic]:
-        await self._enter("heuristics")
-        return [h for h in self._heuristics if domain is None or h.domain == domain][:limit]
+    async def retrieval_slate(
+        self,
+        text: str,
+        *,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> RetrievalSlate:
+        await self._enter("slate")
+        keyword = await self.keyword_search(text, keyword_domain, limit)
+        metadata = [
+            e.episode_id for e in await self.candidates_by_metadata(domain, task_type, limit)
+        ]
+        return RetrievalSlate(
+            keyword=keyword,
+            metadata=metadata,
+            candidates=await self.candidates([hit.episode_id for hit in keyword] + metadata),
+            patterns=[p for p in self._patterns if p.domain == domain],
+            heuristics=[h for h in self._heuristics if h.domain == domain],
+        )
 
 
 def episode(
@@ -155,11 +180,16 @@ async def test_the_episodes_about_the_same_task_come_first_with_breakdowns() -> 
     assert "flight-1" not in {e.episode_id for e in result.episodes}
 
 
-async def test_all_sources_are_queried_concurrently() -> None:
+async def test_all_sources_are_queried_concurrently_and_the_store_once() -> None:
     storage = MemoryStorage(EPISODES)
-    storage.barrier = asyncio.Barrier(4)  # keyword, metadata, patterns, heuristics at once
-    result = await retriever(storage).retrieve("return a delivered item", RETAIL)
-    assert sorted(storage.calls) == ["heuristics", "keyword", "metadata", "patterns"]
+    memory = retriever(storage)
+    index = memory.index
+    assert isinstance(index, LocalIndex)
+    barrier = asyncio.Barrier(3)  # vector search, tool prediction and the store's slate at once
+    storage.barrier = index.barrier = barrier
+    result = await memory.retrieve("return a delivered item", RETAIL)
+    assert storage.calls[0] == "slate"
+    assert storage.calls.count("slate") == 1
     assert result.episodes[0].episode_id.startswith("return")
 
 

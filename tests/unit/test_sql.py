@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
+from episodic_memory.storage import candidates as candidate_sql
 from episodic_memory.storage import sql
 from episodic_memory.storage.base import EpisodeQuery
 
@@ -23,10 +24,26 @@ def test_an_episode_header_is_stored_without_its_steps() -> None:
     [(upsert, params), _, _] = sql.upsert_episode(episode)
     assert "ON CONFLICT (episode_id) DO UPDATE" in upsert
     assert "learned_at" not in upsert  # the writer never resets what the learner recorded
-    data = params[-1]
+    data = params[-3]
     assert isinstance(data, str)
     assert "very-distinctive-tool" not in data
     assert '"steps"' not in data
+    assert params[-2:] == (None, None)  # an active episode has no tool path yet
+
+
+def test_a_sealed_episode_stores_its_collapsed_tool_path_and_recovery() -> None:
+    steps = [
+        ExecutionStep(step_number=1, tool="read"),
+        ExecutionStep(step_number=2, tool="test", success=False),
+        ExecutionStep(step_number=3, tool="test"),
+        ExecutionStep(step_number=4, tool="edit"),
+    ]
+    episode = Episode(
+        task_description="x", steps=steps, status="completed", outcome=TaskOutcome.success()
+    )
+    [(upsert, params), _, _] = sql.upsert_episode(episode)
+    assert params[-2:] == ('["read","test","edit"]', 1)
+    assert "tool_path = coalesce(excluded.tool_path, tool_path)" in upsert
 
 
 def test_only_a_completed_episode_indexes_its_steps_text() -> None:
@@ -119,8 +136,9 @@ def test_every_builder_produces_sql_sqlite_can_prepare() -> None:
     conn = sqlite3.connect(":memory:")
     from episodic_memory.storage.migrate import load_migrations, split_statements
 
-    for statement in split_statements(load_migrations()[0].sql):
-        conn.execute(statement)
+    for migration in load_migrations():
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
     episode = Episode(
         task_description="d",
         context=TaskContext(domain="web"),
@@ -143,6 +161,10 @@ def test_every_builder_produces_sql_sqlite_can_prepare() -> None:
         sql.load_patterns("web", None),
         sql.load_heuristics(None, 3),
         sql.count_rows(),
+        candidate_sql.candidate_rows(["a", "b"]),
+        candidate_sql.step_outcomes(["a"]),
+        *candidate_sql.metadata_candidate_ids("web", "debugging", 5),
+        *candidate_sql.metadata_candidate_ids(None, None, 5),
     ]
     try:
         for text, params in statements:

@@ -19,8 +19,9 @@ from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.learning import LearningDelta
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext
 from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.core.ranking import Candidate
 from episodic_memory.errors import EpisodicMemoryError, ServiceError
-from episodic_memory.storage.base import EpisodeQuery, KeywordHit, StoredEmbedding
+from episodic_memory.storage.base import EpisodeQuery, KeywordHit, RetrievalSlate, StoredEmbedding
 from episodic_memory.storage.reconcile import RepairReport
 
 __all__ = ["ActorGone", "IndexProxy", "StorageProxy", "call"]
@@ -79,11 +80,22 @@ class StorageProxy:
         result: list[KeywordHit] = await call(ref, "storage.keyword_search")
         return result
 
-    async def candidates_by_metadata(
-        self, domain: str | None, task_type: str | None, limit: int
-    ) -> list[Episode]:
-        ref = self.handle.candidates_by_metadata.remote(domain, task_type, limit)
-        result: list[Episode] = await call(ref, "storage.candidates_by_metadata")
+    async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]:
+        ref = self.handle.candidates.remote(list(episode_ids))
+        result: dict[str, Candidate] = await call(ref, "storage.candidates")
+        return result
+
+    async def retrieval_slate(
+        self,
+        text: str,
+        *,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> RetrievalSlate:
+        ref = self.handle.retrieval_slate.remote(text, keyword_domain, domain, task_type, limit)
+        result: RetrievalSlate = await call(ref, "storage.retrieval_slate")
         return result
 
     async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]:

@@ -21,7 +21,8 @@ from episodic_memory.config import MemoryConfig
 from episodic_memory.core.learning import LearningDelta
 from episodic_memory.core.models import Episode, ExecutionStep
 from episodic_memory.core.patterns import Heuristic, Pattern
-from episodic_memory.storage.base import EpisodeQuery, KeywordHit, StoredEmbedding
+from episodic_memory.core.ranking import Candidate
+from episodic_memory.storage.base import EpisodeQuery, KeywordHit, RetrievalSlate, StoredEmbedding
 from episodic_memory.storage.reconcile import RepairReport
 from episodic_memory.storage.service import StorageService
 
@@ -122,10 +123,21 @@ class StorageActor:
         return await (await self._svc()).keyword_search(text, domain, limit)
 
     @idempotent
-    async def candidates_by_metadata(
-        self, domain: str | None, task_type: str | None, limit: int
-    ) -> list[Episode]:
-        return await (await self._svc()).candidates_by_metadata(domain, task_type, limit)
+    async def candidates(self, episode_ids: list[str]) -> dict[str, Candidate]:
+        return await (await self._svc()).candidates(episode_ids)
+
+    @idempotent
+    async def retrieval_slate(
+        self,
+        text: str,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> RetrievalSlate:
+        return await (await self._svc()).retrieval_slate(
+            text, keyword_domain=keyword_domain, domain=domain, task_type=task_type, limit=limit
+        )
 
     @idempotent
     async def patterns(self, domain: str | None = None, limit: int = 50) -> list[Pattern]:

@@ -53,6 +53,7 @@ __all__ = [
     "outcome_score",
     "rank",
     "recency_score",
+    "tool_path",
 ]
 
 T = TypeVar("T")
@@ -63,6 +64,17 @@ _TEXT_PARTS = ("learned", "semantic", "keyword", "fusion")
 def collapse(tools: Sequence[str]) -> tuple[str, ...]:
     """Tools in order with consecutive repeats merged (retries are one intent)."""
     return tuple(tool for i, tool in enumerate(tools) if i == 0 or tools[i - 1] != tool)
+
+
+def tool_path(steps: Sequence[tuple[str, bool]]) -> tuple[tuple[str, ...], bool]:
+    """``(tool, success)`` per step → the collapsed tools and whether a failure was recovered.
+
+    Recovered: a step failed and a later one succeeded. Stored with a sealed episode, so
+    ranking reads two columns instead of every step.
+    """
+    failed_at = next((i for i, (_, ok) in enumerate(steps) if not ok), None)
+    recovered = failed_at is not None and any(ok for _, ok in steps[failed_at + 1 :])
+    return collapse([tool for tool, _ in steps]), recovered
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +95,7 @@ class Candidate:
 
     @classmethod
     def from_episode(cls, episode: Episode) -> Candidate:
-        failed_at = next((i for i, s in enumerate(episode.steps) if not s.success), None)
-        recovered = failed_at is not None and any(s.success for s in episode.steps[failed_at + 1 :])
+        tools, recovered = tool_path([(s.tool, s.success) for s in episode.steps])
         return cls(
             episode_id=episode.episode_id,
             description=episode.task_description,
@@ -95,7 +106,7 @@ class Candidate:
             task_type=episode.task_type,
             verdict=episode.verdict,
             reward=episode.reward.total if episode.reward else None,
-            tools=collapse(episode.tools),
+            tools=tools,
             recovered=recovered,
         )
 

@@ -8,6 +8,7 @@ step_number)``, so a retried flush never duplicates a step. Reads return validat
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -16,8 +17,9 @@ from pydantic import Field
 from episodic_memory.core.base import Record
 from episodic_memory.core.models import Episode, EpisodeStatus, ExecutionStep, Verdict
 from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.core.ranking import Candidate
 
-__all__ = ["EpisodeQuery", "EpisodeStore", "KeywordHit", "StoredEmbedding"]
+__all__ = ["EpisodeQuery", "EpisodeStore", "KeywordHit", "RetrievalSlate", "StoredEmbedding"]
 
 
 class EpisodeQuery(Record):
@@ -39,6 +41,21 @@ class KeywordHit(Record):
 
     episode_id: str
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalSlate:
+    """Everything the store contributes to one retrieval, in one call (one actor round trip).
+
+    ``keyword`` and ``metadata`` are the two store-side candidate lists, best first;
+    ``candidates`` holds the ranking rows of every completed episode they name.
+    """
+
+    keyword: list[KeywordHit] = field(default_factory=list)
+    metadata: list[str] = field(default_factory=list)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    patterns: list[Pattern] = field(default_factory=list)
+    heuristics: list[Heuristic] = field(default_factory=list)
 
 
 class StoredEmbedding(Record):
@@ -101,6 +118,16 @@ class EpisodeStore(Protocol):
         ...
 
     async def list_episodes(self, query: EpisodeQuery) -> list[Episode]: ...
+
+    async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]:
+        """Ranking rows (no steps, no JSON validation) of the completed ones among the ids."""
+        ...
+
+    async def metadata_candidate_ids(
+        self, domain: str | None, task_type: str | None, limit: int
+    ) -> list[str]:
+        """Latest completed episodes: same type and domain, then type, then domain."""
+        ...
 
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50

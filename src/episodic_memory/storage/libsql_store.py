@@ -19,7 +19,9 @@ import orjson
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.models import Episode, ExecutionStep
 from episodic_memory.core.patterns import Heuristic, Pattern, parse_pattern
+from episodic_memory.core.ranking import Candidate
 from episodic_memory.errors import ConfigurationError, StorageError, ValidationError
+from episodic_memory.storage import candidates as candidate_sql
 from episodic_memory.storage import sql
 from episodic_memory.storage.base import EpisodeQuery, EpisodeStore, KeywordHit, StoredEmbedding
 from episodic_memory.storage.executors import Executor, Result, SqliteExecutor, path_from_file_url
@@ -195,6 +197,31 @@ class SqlEpisodeStore:
         if query.with_steps:
             return await self._with_steps(rows)
         return [_load_episode(data, []) for _, data in rows]
+
+    async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]:
+        """Ranking rows of the completed episodes among ``episode_ids``; others are skipped."""
+        found: dict[str, Candidate] = {}
+        for chunk in _chunks(list(dict.fromkeys(episode_ids)), ID_CHUNK):
+            rows = (await self._executor.execute(*candidate_sql.candidate_rows(chunk))).rows
+            pending = [_text(row[0]) for row in rows if row[9] is None]
+            steps: dict[str, list[tuple[str, bool]]] = {}
+            if pending:
+                outcomes = await self._executor.execute(*candidate_sql.step_outcomes(pending))
+                for eid, tool, success in outcomes.rows:
+                    steps.setdefault(_text(eid), []).append((_text(tool), bool(_int(success))))
+            found.update(candidate_sql.parse_candidates(rows, steps))
+        return found
+
+    async def metadata_candidate_ids(
+        self, domain: str | None, task_type: str | None, limit: int
+    ) -> list[str]:
+        """Latest completed episodes of the task type and/or domain, most specific first."""
+        if limit < 1:
+            return []
+        statements = candidate_sql.metadata_candidate_ids(domain, task_type, limit)
+        results = await self._executor.batch(statements, read_only=True)
+        ids = dict.fromkeys(_text(row[0]) for result in results for row in result.rows)
+        return list(ids)[:limit]
 
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50

@@ -27,13 +27,20 @@ from episodic_memory.core.base import utc_now
 from episodic_memory.core.learning import LearningDelta, merge_heuristics, merge_patterns
 from episodic_memory.core.models import Episode, ExecutionStep
 from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.core.ranking import Candidate
 from episodic_memory.errors import (
     EpisodeAlreadyCompleted,
     EpisodeNotFound,
     StorageError,
     ValidationError,
 )
-from episodic_memory.storage.base import EpisodeQuery, EpisodeStore, KeywordHit, StoredEmbedding
+from episodic_memory.storage.base import (
+    EpisodeQuery,
+    EpisodeStore,
+    KeywordHit,
+    RetrievalSlate,
+    StoredEmbedding,
+)
 from episodic_memory.storage.folder_lock import FolderLock
 from episodic_memory.storage.libsql_store import open_store
 from episodic_memory.storage.lmdb_cache import LmdbCache
@@ -257,23 +264,36 @@ class StorageService:
         """Latest completed episodes sharing the task type and/or domain, most specific first.
 
         Order: same task type and domain, then same task type, then same domain; newest first
-        within each. Headers come from the indexed columns; full episodes from the cache first.
+        within each. Full episodes, from the cache first (retrieval uses ``retrieval_slate``).
         """
-        if limit <= 0:
-            return []
-        specs: list[tuple[str | None, str | None]] = []
-        specs += [(domain, task_type)] if domain and task_type else []
-        specs += [(None, task_type)] if task_type else []
-        specs += [(domain, None)] if domain else []
-        ids: dict[str, None] = {}
-        for spec_domain, spec_type in specs or [(None, None)]:
-            if len(ids) >= limit:
-                break
-            query = EpisodeQuery(
-                domain=spec_domain, task_type=spec_type, status="completed", limit=limit
-            )
-            ids.update((e.episode_id, None) for e in await self.store.list_episodes(query))
-        return await self.get_episodes(list(ids)[:limit])
+        return await self.get_episodes(
+            await self.store.metadata_candidate_ids(domain, task_type, limit)
+        )
+
+    async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]:
+        """Ranking rows of the completed episodes among ``episode_ids`` (no steps)."""
+        return await self.store.candidates(episode_ids) if episode_ids else {}
+
+    async def retrieval_slate(
+        self,
+        text: str,
+        *,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> RetrievalSlate:
+        """The store's share of one retrieval: full-text and metadata candidates as ranking
+        rows, with the domain's patterns and heuristics — one call instead of five."""
+        keyword = await self.store.keyword_search(text, domain=keyword_domain, limit=limit)
+        metadata = await self.store.metadata_candidate_ids(domain, task_type, limit)
+        return RetrievalSlate(
+            keyword=keyword,
+            metadata=metadata,
+            candidates=await self.candidates([hit.episode_id for hit in keyword] + metadata),
+            patterns=await self.patterns(domain),
+            heuristics=await self.heuristics(domain),
+        )
 
     # --- learning ---------------------------------------------------------------------------
     async def merge_learning(self, delta: LearningDelta) -> dict[str, int]:

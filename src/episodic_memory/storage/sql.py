@@ -15,9 +15,12 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
+import orjson
+
 from episodic_memory.core.base import SCHEMA_VERSION
 from episodic_memory.core.models import Episode, ExecutionStep
 from episodic_memory.core.patterns import Heuristic, Pattern
+from episodic_memory.core.ranking import tool_path
 from episodic_memory.core.text import STOPWORDS
 from episodic_memory.storage.base import EpisodeQuery, StoredEmbedding
 
@@ -69,11 +72,15 @@ _EPISODE_COLUMNS = (
     "schema_version",
     "data",
 )
+# Derived from the steps when a completed episode is written with them; a later write without
+# steps (NULL) keeps what is stored.
+_DERIVED_COLUMNS = ("tool_path", "recovered")
 _EPISODE_UPSERT = (
-    f"INSERT INTO episodes ({', '.join(_EPISODE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _EPISODE_COLUMNS)}) "
+    f"INSERT INTO episodes ({', '.join(_EPISODE_COLUMNS + _DERIVED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EPISODE_COLUMNS + _DERIVED_COLUMNS)}) "
     "ON CONFLICT (episode_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _EPISODE_COLUMNS[1:])
+    + "".join(f", {c} = coalesce(excluded.{c}, {c})" for c in _DERIVED_COLUMNS)
 )
 _FTS_DELETE = (
     "DELETE FROM episodes_fts WHERE rowid = (SELECT seq FROM episodes WHERE episode_id = ?)"
@@ -146,6 +153,14 @@ def _marks(count: int) -> str:
 # --- writes ----------------------------------------------------------------------------
 
 
+def _derived(episode: Episode) -> tuple[str | None, int | None]:
+    """``(tool_path JSON, recovered)`` of a completed episode written with its steps."""
+    if episode.status != "completed" or not episode.steps:
+        return None, None
+    tools, recovered = tool_path([(s.tool, s.success) for s in episode.steps])
+    return orjson.dumps(tools).decode(), int(recovered)
+
+
 def upsert_episode(episode: Episode) -> list[Statement]:
     """Header upsert plus its full-text row (steps' text only once the episode is completed)."""
     data = episode.model_dump_json(exclude={"steps"})
@@ -163,6 +178,7 @@ def upsert_episode(episode: Episode) -> list[Statement]:
         episode.revision,
         episode.schema_version,
         data,
+        *_derived(episode),
     )
     eid = episode.episode_id
     fts: Statement
