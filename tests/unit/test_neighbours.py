@@ -111,3 +111,26 @@ def test_a_large_corpus_refreshes_its_weights_after_one_percent_of_change() -> N
         index.add(f"x{i}", "shop", {"exchange", "swap"}, {"find", "exchange"})
     assert index.weights("shop", ["exchange"])["exchange"] > 0
     assert {i for i, _ in index.search("shop", {"swap"}, k=20)} == {f"x{i}" for i in range(12)}
+
+
+def test_an_episode_without_words_is_stored_and_never_found() -> None:
+    index = TaskNeighbours()
+    corpus(index, copies=3)
+    index.add("empty", "shop", set(), {"find"})
+    hits = index.search("shop", {"cancel"}, k=50)
+    assert hits
+    assert "empty" not in {episode_id for episode_id, _ in hits}
+    index.add("late", "shop", {"cancel", "pending"}, {"find", "cancel"})
+    assert "late" in {episode_id for episode_id, _ in index.search("shop", {"cancel"}, k=50)}
+
+
+def test_a_query_word_scores_only_its_latest_postings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from episodic_memory.core import neighbours
+
+    index = TaskNeighbours()
+    corpus(index, copies=6)
+    everything = {i for i, _ in index.search("shop", {"cancel", "pending"}, k=100)}
+    assert len(everything) == 24  # six copies of four customers' cancels
+    monkeypatch.setattr(neighbours, "MAX_POSTINGS", 4)
+    latest = [i for i, _ in index.search("shop", {"cancel", "pending"}, k=100)]
+    assert set(latest) == {f"c-{name}-5" for name in NAMES[:4]}  # the last copy added

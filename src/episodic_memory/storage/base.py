@@ -129,6 +129,17 @@ class EpisodeStore(Protocol):
         """Latest completed episodes: same type and domain, then type, then domain."""
         ...
 
+    async def candidate_ids(
+        self,
+        text: str | None,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> tuple[list[KeywordHit], list[str]]:
+        """``keyword_search(text)`` hits and ``metadata_candidate_ids`` in one round trip."""
+        ...
+
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50
     ) -> list[KeywordHit]:

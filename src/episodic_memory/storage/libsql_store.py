@@ -216,12 +216,32 @@ class SqlEpisodeStore:
         self, domain: str | None, task_type: str | None, limit: int
     ) -> list[str]:
         """Latest completed episodes of the task type and/or domain, most specific first."""
+        return (await self.candidate_ids(None, None, domain, task_type, limit))[1]
+
+    async def candidate_ids(
+        self,
+        text: str | None,
+        keyword_domain: str | None,
+        domain: str | None,
+        task_type: str | None,
+        limit: int,
+    ) -> tuple[list[KeywordHit], list[str]]:
+        """Full-text hits for ``text`` and metadata ids, in one read transaction (one hop)."""
         if limit < 1:
-            return []
-        statements = candidate_sql.metadata_candidate_ids(domain, task_type, limit)
+            return [], []
+        keyword = sql.keyword_search(text, keyword_domain, limit) if text else None
+        statements = [keyword] if keyword is not None else []
+        statements += candidate_sql.metadata_candidate_ids(domain, task_type, limit)
         results = await self._executor.batch(statements, read_only=True)
+        hits: list[KeywordHit] = []
+        if keyword is not None:
+            hits = [
+                KeywordHit(episode_id=_text(eid), score=float(_text(score)))
+                for eid, score in results[0].rows
+            ]
+            results = results[1:]
         ids = dict.fromkeys(_text(row[0]) for result in results for row in result.rows)
-        return list(ids)[:limit]
+        return hits, list(ids)[:limit]
 
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50

@@ -285,8 +285,9 @@ class StorageService:
     ) -> RetrievalSlate:
         """The store's share of one retrieval: full-text and metadata candidates as ranking
         rows, with the domain's patterns and heuristics — one call instead of five."""
-        keyword = await self.store.keyword_search(text, domain=keyword_domain, limit=limit)
-        metadata = await self.store.metadata_candidate_ids(domain, task_type, limit)
+        keyword, metadata = await self.store.candidate_ids(
+            text, keyword_domain, domain, task_type, limit
+        )
         return RetrievalSlate(
             keyword=keyword,
             metadata=metadata,
