@@ -1,56 +1,64 @@
-"""FAISS inner-product index keyed by episode id: exact while small, HNSW past a threshold.
+"""FAISS inner-product index keyed by episode id: exact while small, approximate past a size.
 
-Measured here (notes §4): ``IndexIDMap2(IndexFlatIP)`` is exact and cheap to update up to
-~50k vectors; beyond that HNSW answers in ~1 ms at recall ≥ .98 but cannot remove, so deletes
-and upserts become tombstones filtered at search time, and the index is compacted when too
-many are dead. String ids map to int64 by a stable hash; the reverse map is kept and saved.
-Single queries run on one OpenMP thread (more threads slowed them up to 30× under load);
-bulk builds may use two. Every FAISS failure surfaces as ``StorageError``.
+Why it is built this way (measurements in ``benchmarks/index_bench.py``):
+
+- Exact ``flat`` search costs about 0.3 µs per 1024-d vector per query, so past
+  ``approximate_threshold`` live vectors the index switches to the configured approximate kind
+  (``kinds.py``; IVF-SQ8 by default: recall@10 ≈ .98 at 1M, a few ms per query, a quarter of
+  the memory, native deletes).
+- Building an approximate index takes seconds to minutes, so it never happens inside a call:
+  the live vectors are snapshotted under the lock and the new index is built on a background
+  thread while the current one keeps serving search, add and remove. Writes made meanwhile
+  are journaled and replayed onto the new index, the tail of the journal under the lock just
+  before the swap. One build at a time; a failed build is logged, keeps the old index and is
+  retried later with a growing delay. The same machinery compacts HNSW tombstones, regrows
+  IVF lists as the set grows and shrinks back to flat (the rules are in ``builds.py``).
+- A bulk load into an empty index (``IndexService.rebuild`` from stored embeddings) goes
+  straight to the approximate kind, in the calling thread, instead of flat then a switch.
+- Labels are never reused (a counter), so a journal replay can't confuse an upserted id with
+  its old vector. Single queries use one OpenMP thread, builds ``build_threads``.
+
+Thread-safe: one ``RLock`` guards the id maps and the current index; builds hold it only to
+snapshot and to swap. Every FAISS failure surfaces as ``StorageError``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from episodic_memory.errors import StorageError, ValidationError
+from episodic_memory.errors import ValidationError
+from episodic_memory.index.builds import Build, plan_build, replay
+from episodic_memory.index.kinds import (
+    FaissIndex,
+    IndexKind,
+    IndexOptions,
+    Snapshot,
+    build_index,
+    empty_flat,
+    estimate_bytes,
+    faiss_errors,
+)
+from episodic_memory.index.vector_files import read_saved, write_saved
 
-__all__ = ["IndexKind", "VectorIndex"]
+__all__ = ["IndexKind", "IndexOptions", "VectorIndex"]
 
-IndexKind = Literal["flat", "hnsw"]
+log = logging.getLogger(__name__)
+
 Vectors = npt.NDArray[np.float32]
-_INDEX_FILE = "vectors.faiss"
-_META_FILE = "vectors.json"
-_FORMAT = 1
-_ID_MASK = 0x7FFF_FFFF_FFFF_FFFF  # non-negative: FAISS uses -1 for "no result"
-_FAISS: Any = faiss  # the bundled stubs miss some SWIG classes (SearchParametersHNSW)
-
-
-@contextmanager
-def _omp_threads(count: int) -> Iterator[None]:
-    faiss.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(1)
-
-
-@contextmanager
-def _faiss_errors(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except RuntimeError as exc:  # FAISS raises RuntimeError for every C++ exception
-        raise StorageError(f"vector index {operation} failed: {exc}") from exc
+Labels = npt.NDArray[np.int64]
+_KINDS: tuple[IndexKind, ...] = ("flat", "hnsw", "ivf")
+_REPLAY_UNDER_LOCK = 2_000  # journal batches replayed while holding the lock, at the swap
+_RETRY_DELAYS_S = (5.0, 30.0, 120.0, 600.0)  # after the 1st, 2nd, 3rd, later failed builds
+_ID_ENTRY_BYTES = 240  # measured: two dict entries, the label int and a uuid-sized str
 
 
 class VectorIndex:
@@ -61,31 +69,33 @@ class VectorIndex:
         dim: int,
         *,
         model: str = "",
-        approximate_threshold: int = 50_000,
-        hnsw_m: int = 32,
-        ef_search: int = 128,
-        ef_construction: int = 64,
+        approximate_threshold: int = 20_000,
+        options: IndexOptions | None = None,
         compact_ratio: float = 0.2,
-        build_threads: int | None = None,
+        background: bool = True,
     ) -> None:
+        """``background=False`` runs due builds inside the write that triggered them.
+
+        That suits offline tools and benchmarks; services keep the default so no write waits.
+        """
         if dim < 1:
             raise ValidationError("dim", f"must be positive, got {dim}", "use the embedder's dim")
         self.dim = dim
         self.model = model
         self.approximate_threshold = approximate_threshold
-        self.hnsw_m = hnsw_m
-        self.ef_search = ef_search
-        self.ef_construction = ef_construction
+        self.options = options or IndexOptions()
         self.compact_ratio = compact_ratio
-        self.build_threads = build_threads or min(2, os.cpu_count() or 1)
+        self.background = background
         self._lock = threading.RLock()
+        self._save_lock = threading.Lock()
         self._int_of: dict[str, int] = {}
         self._str_of: dict[int, str] = {}
-        self._dead: set[int] = set()  # HNSW tombstones: still in the graph, never returned
-        self._params: Any = None  # cached SearchParametersHNSW, reset when tombstones change
-        self._selector: Any = None
-        self._kind: IndexKind = "flat"
-        self._index: Any = self._new_flat()
+        self._next_label = 0
+        self._part: FaissIndex = empty_flat(dim, self.options)
+        self._built_for = 0  # live vectors when the current approximate index was built
+        self._build: Build | None = None
+        self._failures = 0
+        self._retry_at = 0.0
 
     # --- introspection ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -96,23 +106,66 @@ class VectorIndex:
 
     @property
     def kind(self) -> IndexKind:
-        return self._kind
+        return self._part.kind
 
     @property
     def dead(self) -> int:
-        """Tombstoned vectors still held by an HNSW graph."""
-        return len(self._dead)
+        """Tombstoned vectors still held by an HNSW graph (other kinds remove natively)."""
+        return len(self._part.dead)
+
+    @property
+    def building(self) -> bool:
+        return self._build is not None
 
     def ids(self) -> list[str]:
-        return list(self._int_of)
+        with self._lock:
+            return list(self._int_of)
 
     def memory_bytes(self) -> int:
-        """Estimate: stored floats, HNSW links (about 2·M per vector) and the id maps."""
-        total = int(self._index.ntotal)
-        estimate = total * (self.dim * 4 + 16)
-        if self._kind == "hnsw":
-            estimate += total * self.hnsw_m * 2 * 4 + total * 16
-        return estimate + len(self._int_of) * 200  # two Python dict entries per live id
+        """Estimate: the index, the id maps, and a build's snapshot and new index meanwhile."""
+        with self._lock:
+            total = self._part.memory_bytes() + len(self._int_of) * _ID_ENTRY_BYTES
+            build = self._build
+            if build is not None:
+                snapshot = build.snapshot.nbytes if build.snapshot is not None else 0
+                encoding = self.options.encoding
+                total += snapshot + build.live * self.dim * 4
+                total += estimate_bytes(build.kind, encoding, self.dim, build.live, self.options)
+            return total
+
+    def state(self) -> dict[str, Any]:
+        """For stats: kind, live, dead, building, memory_bytes and failed builds in a row."""
+        with self._lock:
+            return {
+                "kind": self.kind,
+                "encoding": self._part.encoding,
+                "live": len(self),
+                "dead": self.dead,
+                "building": self.building,
+                "memory_bytes": self.memory_bytes(),
+                "failed_builds": self._failures,
+            }
+
+    # --- builds -------------------------------------------------------------------------
+    def wait_for_build(self, timeout: float | None = None) -> bool:
+        """Wait until no build is running (a build that finishes may start none); ``False`` on
+        timeout. Tests and offline tools use it; services never need to."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            build = self._build
+            if build is None:
+                return True
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not build.done.wait(remaining):
+                return False
+
+    def maintain(self) -> bool:
+        """Start a build if one is due (after a load, say); ``True`` if one started."""
+        with self._lock:
+            build = self._due()
+        if build is not None:
+            self._launch(build)
+        return build is not None
 
     # --- writes -------------------------------------------------------------------------
     def add(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
@@ -121,30 +174,41 @@ class VectorIndex:
             return
         matrix = self._check_vectors(vectors, len(ids))
         positions = {episode_id: row for row, episode_id in enumerate(ids)}
+        if any("\x00" in episode_id for episode_id in positions):
+            raise ValidationError("ids", "an id contains a NUL character", "remove it")
         unique = list(positions)
-        matrix = matrix[[positions[episode_id] for episode_id in unique]]
+        if len(unique) != len(ids):
+            matrix = matrix[[positions[episode_id] for episode_id in unique]]
         with self._lock:
-            self._forget([i for i in unique if i in self._int_of])
-            new_ints = np.array([self._assign(episode_id) for episode_id in unique], np.int64)
-            if self._kind == "flat" and len(self._int_of) > self.approximate_threshold:
-                old_ints, old_vectors = self._stored()
-                self._rebuild(
-                    "hnsw",
-                    np.concatenate([old_ints, new_ints]),
-                    np.concatenate([old_vectors, matrix]),
+            self._forget([episode_id for episode_id in unique if episode_id in self._int_of])
+            labels = self._assign(unique)
+            bulk = (
+                self._build is None
+                and self._part.ntotal == 0
+                and len(unique) > self.approximate_threshold
+            )
+            if bulk:  # straight to the approximate kind; this call returns once it's searchable
+                build: Build | None = self._start(
+                    self.options.approximate_kind, "bulk load", Snapshot(labels, [(None, matrix)])
                 )
+                assert build is not None
+                build.in_caller = True
             else:
-                with _faiss_errors("add"), _omp_threads(self.build_threads):
-                    self._index.add_with_ids(matrix, new_ints)
-            self._maybe_compact()
+                self._part.add(labels, matrix)
+                self._journal(labels, matrix)
+                build = self._due()
+        if build is not None:
+            self._launch(build)
 
     def remove(self, ids: Sequence[str]) -> int:
         """Drop these ids; unknown ids are ignored. Returns how many were present."""
         with self._lock:
             present = [episode_id for episode_id in dict.fromkeys(ids) if episode_id in self]
             self._forget(present)
-            self._maybe_compact()
-            return len(present)
+            build = self._due() if present else None
+        if build is not None:
+            self._launch(build)
+        return len(present)
 
     # --- reads --------------------------------------------------------------------------
     def search(self, vector: npt.ArrayLike, k: int) -> list[tuple[str, float]]:
@@ -154,14 +218,9 @@ class VectorIndex:
             k = min(k, len(self._int_of))
             if k <= 0:
                 return []
-            params = self._search_params(k)
-            with _faiss_errors("search"), _omp_threads(1):
-                if params is None:
-                    scores, labels = self._index.search(query, k)
-                else:
-                    scores, labels = self._index.search(query, k, params=params)
+            scores, labels = self._part.search(query, k)
             hits: list[tuple[str, float]] = []
-            for label, score in zip(labels[0].tolist(), scores[0].tolist(), strict=True):
+            for label, score in zip(labels, scores, strict=True):
                 episode_id = self._str_of.get(label)
                 if episode_id is not None:
                     hits.append((episode_id, float(score)))
@@ -169,56 +228,51 @@ class VectorIndex:
 
     # --- persistence --------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write the index and its id map; the metadata goes last, so a torn save is detected."""
-        with self._lock:
-            meta = {
-                "format": _FORMAT,
-                "model": self.model,
-                "dim": self.dim,
-                "kind": self._kind,
-                "ntotal": int(self._index.ntotal),
-                "ids": [[episode_id, label] for episode_id, label in self._int_of.items()],
-                "dead": sorted(self._dead),
-            }
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                index_tmp = directory / f"{_INDEX_FILE}.tmp"
-                meta_tmp = directory / f"{_META_FILE}.tmp"
-                with _faiss_errors("save"):
-                    faiss.write_index(self._index, str(index_tmp))
-                meta_tmp.write_bytes(orjson.dumps(meta))
-                os.replace(index_tmp, directory / _INDEX_FILE)
-                os.replace(meta_tmp, directory / _META_FILE)
-            except OSError as exc:
-                raise StorageError(
-                    f"could not save the vector index to {directory}: {exc}"
-                ) from exc
+        """Persist the current index and id map (see ``vector_files``); a running build's
+        result is not waited for: the next save, or a rebuild on load, catches up.
+
+        The lock is held only to copy the index into memory, not while writing files.
+        """
+        with self._save_lock:
+            with self._lock, faiss_errors("save"):
+                index_bytes = faiss.serialize_index(self._part.index)
+                ids = list(self._int_of)
+                labels = np.fromiter(self._int_of.values(), dtype=np.int64, count=len(ids))
+                dead = np.fromiter(self._part.dead, dtype=np.int64, count=len(self._part.dead))
+                meta = {
+                    "model": self.model,
+                    "dim": self.dim,
+                    "kind": self.kind,
+                    "ntotal": self._part.ntotal,
+                    "next_label": self._next_label,
+                    "built_for": self._built_for,
+                }
+            write_saved(directory, meta, index_bytes, labels, ids, dead)
 
     @classmethod
     def load(cls, directory: Path, *, model: str, dim: int, **options: Any) -> VectorIndex | None:
-        """The saved index, or ``None`` when absent, torn, or built by another embedder.
+        """The saved index, or ``None`` when absent, torn, of an older format, or built by
+        another embedder: ``None`` means "rebuild from the stored embeddings".
 
-        ``None`` means "rebuild from the stored embeddings": the index is derived data.
+        ``options`` are the constructor's; a due build (say the configured kind changed)
+        starts in the background right away.
         """
-        try:
-            meta = orjson.loads((directory / _META_FILE).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+        saved = read_saved(directory, model=model, dim=dim)
+        if saved is None:
             return None
-        if meta.get("format") != _FORMAT or meta.get("model") != model or meta.get("dim") != dim:
-            return None
-        try:
-            with _faiss_errors("load"):
-                index = faiss.read_index(str(directory / _INDEX_FILE))
-        except (StorageError, OSError):
-            return None
-        if index.ntotal != meta["ntotal"] or index.d != dim:
+        kind = saved.meta.get("kind")
+        consistent = len(saved.labels) + len(saved.dead) == saved.index.ntotal
+        if kind not in _KINDS or not consistent or len(set(saved.ids)) != len(saved.ids):
             return None
         loaded = cls(dim, model=model, **options)
-        loaded._index = index
-        loaded._kind = meta["kind"]
-        loaded._int_of = {episode_id: int(label) for episode_id, label in meta["ids"]}
-        loaded._str_of = {label: episode_id for episode_id, label in loaded._int_of.items()}
-        loaded._dead = {int(label) for label in meta["dead"]}
+        label_list = saved.labels.tolist()
+        loaded._part = FaissIndex(kind, saved.index, loaded.options, set(saved.dead.tolist()))
+        loaded._int_of = dict(zip(saved.ids, label_list, strict=True))
+        loaded._str_of = dict(zip(label_list, saved.ids, strict=True))
+        top = max(label_list + saved.dead.tolist(), default=-1)
+        loaded._next_label = max(int(saved.meta.get("next_label", 0)), top + 1)
+        loaded._built_for = int(saved.meta.get("built_for", len(label_list)))
+        loaded.maintain()
         return loaded
 
     # --- internals ----------------------------------------------------------------------
@@ -236,85 +290,104 @@ class VectorIndex:
             raise ValidationError("vectors", "contains NaN or infinity", "embed finite values")
         return matrix
 
-    def _assign(self, episode_id: str) -> int:
-        """A stable int64 for the id; salted again on a collision or a tombstoned label."""
-        salt = 0
-        while True:
-            digest = hashlib.blake2b(f"{episode_id}\x1f{salt}".encode(), digest_size=8).digest()
-            label = int.from_bytes(digest, "little") & _ID_MASK
-            if label not in self._str_of and label not in self._dead:
-                self._int_of[episode_id] = label
-                self._str_of[label] = episode_id
-                return label
-            salt += 1
+    def _assign(self, ids: list[str]) -> Labels:
+        start = self._next_label
+        self._next_label += len(ids)
+        for offset, episode_id in enumerate(ids):
+            self._int_of[episode_id] = start + offset
+            self._str_of[start + offset] = episode_id
+        return np.arange(start, start + len(ids), dtype=np.int64)
 
-    def _forget(self, ids: Sequence[str]) -> None:
+    def _forget(self, ids: list[str]) -> None:
         if not ids:
             return
         labels = np.array([self._int_of.pop(episode_id) for episode_id in ids], dtype=np.int64)
         for label in labels.tolist():
             del self._str_of[label]
-        if self._kind == "flat":
-            with _faiss_errors("remove"):
-                self._index.remove_ids(faiss.IDSelectorBatch(labels))  # one O(N) pass per batch
-        else:
-            self._dead.update(labels.tolist())
-            self._params = None
+        self._part.remove(labels)
+        self._journal(labels, None)
 
-    def _search_params(self, k: int) -> Any:
-        if self._kind == "flat":
+    def _journal(self, labels: Labels, vectors: Vectors | None) -> None:
+        if self._build is not None:
+            self._build.journal.append((labels, vectors))
+
+    def _due(self) -> Build | None:
+        """The build the current state calls for, started (under the lock), or ``None``."""
+        if self._build is not None or time.monotonic() < self._retry_at:
             return None
-        if self._params is None or self._params.efSearch < k:
-            params = _FAISS.SearchParametersHNSW()
-            params.efSearch = max(self.ef_search, k)
-            if self._dead:
-                selector = faiss.IDSelectorNot(
-                    faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64))
-                )
-                params.sel = selector
-                self._selector = selector  # the SWIG object must outlive the params
-            self._params = params
-        return self._params
+        plan = plan_build(
+            self._part,
+            len(self._int_of),
+            threshold=self.approximate_threshold,
+            options=self.options,
+            compact_ratio=self.compact_ratio,
+            built_for=self._built_for,
+        )
+        if plan is None:
+            return None
+        return self._start(plan[0], plan[1], self._part.snapshot())
 
-    def _stored(self) -> tuple[npt.NDArray[np.int64], Vectors]:
-        """Labels and vectors of every live entry, read back out of the index."""
-        total = int(self._index.ntotal)
-        with _faiss_errors("read-back"):
-            inner: Any = faiss.downcast_index(self._index.index)
-            storage: Any = faiss.downcast_index(inner.storage) if self._kind == "hnsw" else inner
-            labels = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-            flat = faiss.rev_swig_ptr(storage.get_xb(), total * self.dim)
-        vectors = np.array(flat, dtype=np.float32).reshape(total, self.dim)
-        if self._dead:
-            live = ~np.isin(labels, np.fromiter(self._dead, dtype=np.int64))
-            labels, vectors = labels[live], vectors[live]
-        return labels, vectors
+    def _start(self, kind: IndexKind, reason: str, snapshot: Snapshot) -> Build:
+        self._build = Build(kind, reason, snapshot, live=len(snapshot.labels))
+        return self._build
 
-    def _new_flat(self) -> Any:
-        with _faiss_errors("create"):
-            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+    def _launch(self, build: Build) -> None:
+        if build.in_caller or not self.background:
+            self._run_build(build)
+            return
+        worker = threading.Thread(
+            target=self._run_build, args=(build,), name="episodic-index-build", daemon=True
+        )
+        worker.start()
 
-    def _rebuild(self, kind: IndexKind, labels: npt.NDArray[np.int64], vectors: Vectors) -> None:
-        if kind == "flat":
-            index = self._new_flat()
+    def _run_build(self, build: Build) -> None:
+        """Build, replay the journal (its tail under the lock), swap; on failure keep the old.
+
+        A failed bulk load raises instead, after forgetting its ids: that ``add`` did nothing.
+        """
+        started = time.perf_counter()
+        snapshot, build.snapshot = build.snapshot, None
+        assert snapshot is not None
+        try:
+            vectors = snapshot.vectors()
+            fresh = build_index(build.kind, self.dim, self.options, snapshot.labels, vectors)
+            del vectors
+            while True:
+                with self._lock:
+                    pending, build.journal = build.journal, []
+                    if len(pending) <= _REPLAY_UNDER_LOCK:
+                        replay(fresh, pending)
+                        self._part, self._build = fresh, None
+                        self._built_for, self._failures = len(self._int_of), 0
+                        break
+                replay(fresh, pending)  # the new index is private to this thread until the swap
+        except Exception as exc:  # a build must fail soft: the old index keeps serving
+            with self._lock:
+                self._build = None
+                if build.in_caller:
+                    self._drop_labels(snapshot.labels)
+                else:
+                    delay = _RETRY_DELAYS_S[min(self._failures, len(_RETRY_DELAYS_S) - 1)]
+                    self._failures += 1
+                    self._retry_at = time.monotonic() + delay
+            if build.in_caller:
+                raise
+            log.warning(
+                "vector index: %s build of %d vectors (%s) failed: %s: %s; keeping the %s index, "
+                "retrying in %.0f s",
+                build.kind, build.live, build.reason, type(exc).__name__, exc, self.kind, delay,
+            )  # fmt: skip
         else:
-            with _faiss_errors("create"):
-                graph = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-                graph.hnsw.efConstruction = self.ef_construction
-                graph.hnsw.efSearch = self.ef_search
-                index = faiss.IndexIDMap2(graph)
-        with _faiss_errors("build"), _omp_threads(self.build_threads):
-            index.add_with_ids(np.ascontiguousarray(vectors), labels)
-        self._index, self._kind = index, kind
-        self._dead.clear()
-        self._params = None
+            log.info(
+                "vector index: built %s over %d vectors (%s) in %.1f s",
+                build.kind, build.live, build.reason, time.perf_counter() - started,
+            )  # fmt: skip
+        finally:
+            build.done.set()
 
-    def _maybe_compact(self) -> None:
-        """Rebuild an HNSW graph when too much of it is dead (or it has become small)."""
-        if self._kind != "hnsw" or not self._dead:
-            return
-        if len(self._dead) <= self.compact_ratio * int(self._index.ntotal):
-            return
-        labels, vectors = self._stored()
-        kind: IndexKind = "hnsw" if len(labels) > self.approximate_threshold else "flat"
-        self._rebuild(kind, labels, vectors)
+    def _drop_labels(self, labels: Labels) -> None:
+        """Forget the ids still mapped to these labels (a failed bulk load's)."""
+        for label in labels.tolist():
+            episode_id = self._str_of.pop(label, None)
+            if episode_id is not None:
+                del self._int_of[episode_id]

@@ -25,7 +25,7 @@ from episodic_memory.core.models import Episode, TaskContext
 from episodic_memory.core.tool_predictor import ToolPredictor
 from episodic_memory.errors import StorageError
 from episodic_memory.index.embedders import Embedder, make_embedder
-from episodic_memory.index.faiss_index import VectorIndex
+from episodic_memory.index.faiss_index import IndexOptions, VectorIndex
 from episodic_memory.storage.base import StoredEmbedding
 
 __all__ = ["IndexService", "LoadResult", "embedding_text"]
@@ -83,9 +83,7 @@ class IndexService:
             self.embedder.dim,
             model=self.embedder.name,
             approximate_threshold=self.config.approximate_threshold,
-            hnsw_m=self.config.hnsw_m,
-            ef_search=self.config.hnsw_ef_search,
-            ef_construction=self.config.hnsw_ef_construction,
+            options=IndexOptions.from_config(self.config),
         )
 
     # --- vectors ------------------------------------------------------------------------
@@ -197,9 +195,7 @@ class IndexService:
                 model=self.embedder.name,
                 dim=self.embedder.dim,
                 approximate_threshold=self.config.approximate_threshold,
-                hnsw_m=self.config.hnsw_m,
-                ef_search=self.config.hnsw_ef_search,
-                ef_construction=self.config.hnsw_ef_construction,
+                options=IndexOptions.from_config(self.config),
             )
             if loaded is not None:
                 self.vectors, vectors_ok = loaded, True
@@ -222,6 +218,7 @@ class IndexService:
             "vectors": len(vectors) if vectors is not None else 0,
             "dead_vectors": vectors.dead if vectors is not None else 0,
             "index_kind": vectors.kind if vectors is not None else None,
+            "index_building": vectors.building if vectors is not None else False,
             "memory_bytes": vectors.memory_bytes() if vectors is not None else 0,
             "predictor_episodes": self.predictor.episodes_observed,
             "predictor_neighbours": len(self.predictor.neighbours),
