@@ -25,6 +25,7 @@ from episodic_memory.storage import candidates as candidate_sql
 from episodic_memory.storage import sql
 from episodic_memory.storage.base import EpisodeQuery, EpisodeStore, KeywordHit, StoredEmbedding
 from episodic_memory.storage.executors import Executor, Result, SqliteExecutor, path_from_file_url
+from episodic_memory.storage.keyword_plan import KeywordPlanner
 from episodic_memory.storage.migrate import apply_migrations
 from episodic_memory.storage.remote import REMOTE_SCHEMES, LibsqlExecutor, RetryPolicy
 from episodic_memory.storage.sql import Statement, Value
@@ -80,9 +81,16 @@ def _load_pattern(data: Value) -> Pattern:
 class SqlEpisodeStore:
     """``EpisodeStore`` for libSQL / SQLite. Owns its executor: ``close()`` closes it."""
 
-    def __init__(self, executor: Executor, *, write_batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        write_batch_size: int = 500,
+        keywords: KeywordPlanner | None = None,
+    ) -> None:
         self._executor = executor
         self._batch = write_batch_size
+        self.keywords = keywords or KeywordPlanner()
 
     @property
     def executor(self) -> Executor:
@@ -229,7 +237,9 @@ class SqlEpisodeStore:
         """Full-text hits for ``text`` and metadata ids, in one read transaction (one hop)."""
         if limit < 1:
             return [], []
-        keyword = sql.keyword_search(text, keyword_domain, limit) if text else None
+        keyword = None
+        if text and (match := await self.keywords.match(text, self._executor)) is not None:
+            keyword = sql.keyword_search(text, keyword_domain, limit, match)
         statements = [keyword] if keyword is not None else []
         statements += candidate_sql.metadata_candidate_ids(domain, task_type, limit)
         results = await self._executor.batch(statements, read_only=True)
@@ -246,8 +256,10 @@ class SqlEpisodeStore:
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50
     ) -> list[KeywordHit]:
-        statement = sql.keyword_search(text, domain, limit)
-        if statement is None or limit < 1:
+        if limit < 1 or (match := await self.keywords.match(text, self._executor)) is None:
+            return []
+        statement = sql.keyword_search(text, domain, limit, match)
+        if statement is None:
             return []
         rows = (await self._executor.execute(*statement)).rows
         return [KeywordHit(episode_id=_text(eid), score=float(_text(s))) for eid, s in rows]

@@ -420,9 +420,14 @@ def fts_match_expression(text: str, max_terms: int = MAX_FTS_TERMS) -> str | Non
 _BM25 = "bm25(episodes_fts, 0.0, 0.0, 2.0, 1.0)"  # description weighs twice the steps' text
 
 
-def keyword_search(text: str, domain: str | None, limit: int) -> Statement | None:
-    """``(episode_id, score)`` of completed episodes, best first; ``None`` for no words."""
-    match = fts_match_expression(text)
+def keyword_search(
+    text: str, domain: str | None, limit: int, match: str | None = None
+) -> Statement | None:
+    """``(episode_id, score)`` of completed episodes, best first; ``None`` for no words.
+
+    ``match``: an FTS5 expression already built from ``text`` (``storage/keyword_plan.py``).
+    """
+    match = match if match is not None else fts_match_expression(text)
     if match is None:
         return None
     domain_clause = "AND e.domain = ? " if domain is not None else ""

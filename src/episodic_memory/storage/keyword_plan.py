@@ -1,0 +1,124 @@
+"""Which words a full-text query may use, so keyword search stays bounded at any size.
+
+FTS5 ranks with BM25 over every row that matches any query word, and counts each word's
+documents for its IDF. Both grow with the memory: measured on a million realistic episodes,
+one OR-query of a task's words took ~1 s, and even three mid-frequency words (~75k matching
+rows) 125 ms. Common words also say the least. So past ``full_scan_max_episodes`` a query
+keeps only its rarest words, as many as fit together in ``max_matched_rows`` matching
+documents (at most ``max_terms``); when even the rarest word is common, the keyword source
+stays silent and the vector, learned and metadata sources carry the query. Below the
+threshold every word is used, exactly as before (small memories: a full scan is cheap and
+the quality benchmark runs there).
+
+Document counts come from the ``episodes_fts_vocab`` table (migration 0003), whose lookup
+costs about as much as reading the word's posting list (80 ms for a word in every episode at
+1M), so counts are cached per word and redone once the memory has grown by ``refresh``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from episodic_memory.core.text import STOPWORDS
+from episodic_memory.storage.executors import Executor
+from episodic_memory.storage.sql import MAX_FTS_TERMS, Statement, fts_match_expression
+
+__all__ = ["KeywordPlanner", "fts_tokens"]
+
+_TOKEN = re.compile(r"[^\W_]+")  # FTS5 unicode61: letters and digits; '_' separates
+_SIZE = ("SELECT coalesce(max(seq), 0) FROM episodes", ())
+_DOC_COUNT = "SELECT doc FROM episodes_fts_vocab WHERE term = ?"
+
+
+def _fold(word: str) -> str:
+    """The form unicode61 (remove_diacritics 2) stores: lower case, no combining marks."""
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
+def fts_tokens(text: str) -> list[str]:
+    """Distinct indexed tokens of ``text``, stopwords dropped, in order of appearance."""
+    tokens = dict.fromkeys(_fold(t) for t in _TOKEN.findall(unicodedata.normalize("NFKC", text)))
+    return [t for t in tokens if t and t not in STOPWORDS]
+
+
+def _quoted(terms: list[str]) -> str:
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+@dataclass
+class _Count:
+    docs: int
+    at_size: int
+
+
+class KeywordPlanner:
+    """Builds the FTS5 match expression for a query; holds the per-word document counts."""
+
+    def __init__(
+        self,
+        *,
+        full_scan_max_episodes: int = 20_000,
+        max_matched_rows: int = 10_000,
+        max_terms: int = 8,
+        refresh: float = 0.2,
+        cache_size: int = 100_000,
+        size_ttl_s: float = 10.0,
+    ) -> None:
+        self.full_scan_max_episodes = full_scan_max_episodes
+        self.max_matched_rows = max_matched_rows
+        self.max_terms = max_terms
+        self.refresh = refresh
+        self.cache_size = cache_size
+        self.size_ttl_s = size_ttl_s
+        self._counts: OrderedDict[str, _Count] = OrderedDict()
+        self._size = 0
+        self._size_at = -float("inf")
+
+    async def size(self, executor: Executor) -> int:
+        """Episodes ever stored (max seq), re-read at most every ``size_ttl_s``."""
+        now = time.monotonic()
+        if now - self._size_at > self.size_ttl_s:
+            rows = (await executor.execute(*_SIZE)).rows
+            self._size, self._size_at = int(str(rows[0][0])), now
+        return self._size
+
+    async def match(self, text: str, executor: Executor) -> str | None:
+        """The match expression for ``text``; ``None`` when no word may be searched."""
+        if await self.size(executor) <= self.full_scan_max_episodes:
+            return fts_match_expression(text)
+        tokens = fts_tokens(text)[:MAX_FTS_TERMS]
+        counts = await self._doc_counts(tokens, executor)
+        chosen: list[str] = []
+        matched = 0
+        for term in sorted((t for t in tokens if counts[t] > 0), key=lambda t: (counts[t], t)):
+            if len(chosen) == self.max_terms or matched + counts[term] > self.max_matched_rows:
+                break
+            chosen.append(term)
+            matched += counts[term]
+        return _quoted(chosen) if chosen else None
+
+    async def _doc_counts(self, tokens: list[str], executor: Executor) -> dict[str, int]:
+        size = self._size
+        stale = [
+            t
+            for t in tokens
+            if (c := self._counts.get(t)) is None or size > c.at_size * (1 + self.refresh)
+        ]
+        if stale:
+            statements: list[Statement] = [(_DOC_COUNT, (term,)) for term in stale]
+            results = await executor.batch(statements, read_only=True)
+            for term, result in zip(stale, results, strict=True):
+                docs = int(str(result.rows[0][0])) if result.rows else 0
+                self._counts[term] = _Count(docs, size)
+        found: dict[str, int] = {}
+        for term in tokens:
+            self._counts.move_to_end(term)
+            found[term] = self._counts[term].docs
+        while len(self._counts) > self.cache_size:
+            self._counts.popitem(last=False)
+        return found
