@@ -5,14 +5,16 @@ documents for its IDF. Both grow with the memory: measured on a million realisti
 one OR-query of a task's words took ~1 s, and even three mid-frequency words (~75k matching
 rows) 125 ms. Common words also say the least. So past ``full_scan_max_episodes`` a query
 keeps only its rarest words, as many as fit together in ``max_matched_rows`` matching
-documents (at most ``max_terms``); when even the rarest word is common, the keyword source
-stays silent and the vector, learned and metadata sources carry the query. Below the
+documents (at most ``max_terms``; BM25 costs ~4 µs per matching row at 1M, so 2k rows stay
+under ~10 ms); when even the rarest word is common, the keyword source stays silent and the
+vector, learned and metadata sources carry the query. Below the
 threshold every word is used, exactly as before (small memories: a full scan is cheap and
 the quality benchmark runs there).
 
-Document counts come from the ``episodes_fts_vocab`` table (migration 0003), whose lookup
-costs about as much as reading the word's posting list (80 ms for a word in every episode at
-1M), so counts are cached per word and redone once the memory has grown by ``refresh``.
+Document counts are probed with a bounded match (``LIMIT max_matched_rows + 1``): only
+"fits or not" matters, and an exact count costs as much as reading the word's whole posting
+list (fts5vocab: 80 ms for a word in every episode at 1M; the probe stays under ~1 ms).
+Counts are cached per word and redone once the memory has grown by ``refresh``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = ["KeywordPlanner", "fts_tokens"]
 
 _TOKEN = re.compile(r"[^\W_]+")  # FTS5 unicode61: letters and digits; '_' separates
 _SIZE = ("SELECT coalesce(max(seq), 0) FROM episodes", ())
-_DOC_COUNT = "SELECT doc FROM episodes_fts_vocab WHERE term = ?"
+_DOC_COUNT = "SELECT count(*) FROM (SELECT 1 FROM episodes_fts WHERE episodes_fts MATCH ? LIMIT ?)"
 
 
 def _fold(word: str) -> str:
@@ -63,7 +65,7 @@ class KeywordPlanner:
         self,
         *,
         full_scan_max_episodes: int = 20_000,
-        max_matched_rows: int = 10_000,
+        max_matched_rows: int = 2_000,
         max_terms: int = 8,
         refresh: float = 0.2,
         cache_size: int = 100_000,
@@ -110,7 +112,8 @@ class KeywordPlanner:
             if (c := self._counts.get(t)) is None or size > c.at_size * (1 + self.refresh)
         ]
         if stale:
-            statements: list[Statement] = [(_DOC_COUNT, (term,)) for term in stale]
+            cap = self.max_matched_rows + 1  # "more than fits" is all a larger count says
+            statements: list[Statement] = [(_DOC_COUNT, (_quoted([t]), cap)) for t in stale]
             results = await executor.batch(statements, read_only=True)
             for term, result in zip(stale, results, strict=True):
                 docs = int(str(result.rows[0][0])) if result.rows else 0
