@@ -1,9 +1,13 @@
 """The index's blocking calls on a worker thread, and rebuilding it from storage.
 
-``IndexService`` is synchronous (FAISS, embedding). ``ThreadedIndex`` runs every call on one
-worker thread, so the event loop that owns it — the IndexActor's, or the in-process backend's —
-keeps answering: one thread, deliberately, because searches take ~1 ms and a single writer
-needs no coordination. No Ray here (the in-process backend uses it too).
+``IndexService`` is synchronous (FAISS, embedding). ``ThreadedIndex`` runs its calls on two
+worker threads, so the event loop that owns it — the IndexActor's, or the in-process backend's —
+keeps answering: one thread for queries (search, tool prediction, stats), one for writes
+(adding, learning, saving, rebuilding). Queries take ~1–5 ms; a batch of writes can take
+seconds (embedding and learning 2,000 ingested episodes), and a query must not queue behind it.
+``IndexService`` is thread-safe: the vector index and the predictor each have a lock, and
+learning takes the predictor's lock one episode at a time. No Ray here (the in-process backend
+uses it too).
 """
 
 from __future__ import annotations
@@ -31,12 +35,18 @@ class ThreadedIndex:
 
     def __init__(self, service: IndexService) -> None:
         self.service = service
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index")
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index-read")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index-write")
         self.dirty = False  # changed since the last save
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        """A write: adds, learning, loading, rebuilding and saving, one at a time."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, partial(fn, *args))
+        return await loop.run_in_executor(self._writes, partial(fn, *args))
+
+    async def _query(self, fn: Callable[..., R], *args: Any) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, partial(fn, *args))
 
     async def add_episodes(self, episodes: list[Episode]) -> list[StoredEmbedding]:
         self.dirty = True
@@ -49,10 +59,10 @@ class ThreadedIndex:
     async def search(
         self, description: str, context: TaskContext, k: int
     ) -> list[tuple[str, float]]:
-        return await self._run(self.service.search, description, context, k)
+        return await self._query(self.service.search, description, context, k)
 
     async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
-        return await self._run(self.service.predict_tools, description, context)
+        return await self._query(self.service.predict_tools, description, context)
 
     async def load(self) -> LoadResult:
         return await self._run(self.service.load)
@@ -65,10 +75,11 @@ class ThreadedIndex:
         await self._run(self.service.save)
 
     async def stats(self) -> dict[str, JsonValue]:
-        return await self._run(self.service.stats)
+        return await self._query(self.service.stats)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
+        self._writes.shutdown(wait=True)
 
 
 class IndexSource(Protocol):

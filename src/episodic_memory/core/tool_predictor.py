@@ -343,18 +343,27 @@ class ToolPredictor:
         end = row.get(_END, 0.0) / total * (1.0 - best_marginal)
         return tool if score > end else None
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-serializable snapshot; ``from_state`` restores an equal predictor."""
-        return {
+    def to_state(self, *, neighbours: bool = True) -> dict[str, Any]:
+        """A JSON-serializable snapshot; ``from_state`` restores an equal predictor.
+
+        ``neighbours=False`` leaves the learned neighbours out (large: they are saved as arrays
+        by ``core.neighbours_state`` and put back with ``from_state(..., neighbours=...)``).
+        """
+        state: dict[str, Any] = {
             "version": STATE_VERSION,
             "alpha": self.alpha,
             "prefix_len": self.prefix_len,
             "domains": {domain: model.to_state() for domain, model in self._models.items()},
-            "neighbours": self.neighbours.to_state(),
         }
+        if neighbours:
+            state["neighbours"] = self.neighbours.to_state()
+        return state
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> ToolPredictor:
+    def from_state(
+        cls, state: Mapping[str, Any], neighbours: TaskNeighbours | None = None
+    ) -> ToolPredictor:
+        """The predictor ``to_state`` saved; ``neighbours`` when they were saved apart."""
         if state.get("version") != STATE_VERSION:
             raise ValidationError(
                 "ToolPredictor.state.version",
@@ -366,5 +375,8 @@ class ToolPredictor:
             domain: _DomainModel.from_state(model, predictor.alpha)
             for domain, model in state["domains"].items()
         }
-        predictor.neighbours = TaskNeighbours.from_state(state["neighbours"])
+        if neighbours is not None:
+            predictor.neighbours = neighbours
+        else:
+            predictor.neighbours = TaskNeighbours.from_state(state["neighbours"])
         return predictor

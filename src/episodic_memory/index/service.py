@@ -9,23 +9,21 @@ Methods are synchronous and thread-safe; an async host runs them in a worker thr
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import orjson
 from pydantic import JsonValue
 
 from episodic_memory.config import IndexConfig
 from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.models import Episode, TaskContext
 from episodic_memory.core.tool_predictor import ToolPredictor
-from episodic_memory.errors import StorageError
 from episodic_memory.index.embedders import Embedder, make_embedder
 from episodic_memory.index.faiss_index import IndexOptions, VectorIndex
+from episodic_memory.index.predictor_files import load_predictor, save_predictor
 from episodic_memory.storage.base import StoredEmbedding
 
 __all__ = ["IndexService", "LoadResult", "embedding_text"]
@@ -33,7 +31,6 @@ __all__ = ["IndexService", "LoadResult", "embedding_text"]
 log = logging.getLogger(__name__)
 
 _VECTORS_DIR = "vectors"
-_PREDICTOR_FILE = "tool_predictor.json"
 _MAX_PREDICTED_TOOLS = 20
 _MAX_PREDICTED_SETS = 20
 _MIN_TOOL_PROBABILITY = 0.01
@@ -145,8 +142,8 @@ class IndexService:
     # --- tool prediction ----------------------------------------------------------------
     def observe(self, episodes: Iterable[Episode]) -> None:
         """Teach the tool predictor from completed episodes (failures teach nothing)."""
-        with self._predictor_lock:
-            for episode in episodes:
+        for episode in episodes:  # one at a time: a query waits at most one episode
+            with self._predictor_lock:
                 self.predictor.observe_episode(episode)
 
     def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
@@ -173,16 +170,7 @@ class IndexService:
             return
         if self.vectors is not None:
             self.vectors.save(self.index_dir / _VECTORS_DIR)
-        with self._predictor_lock:
-            state = orjson.dumps(self.predictor.to_state())
-        target = self.index_dir / _PREDICTOR_FILE
-        temporary = target.with_suffix(".json.tmp")
-        try:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(state)
-            os.replace(temporary, target)
-        except OSError as exc:
-            raise StorageError(f"could not save the tool predictor to {target}: {exc}") from exc
+        save_predictor(self.predictor, self._predictor_lock, self.index_dir)
 
     def load(self) -> LoadResult:
         """Restore what was saved; parts that are missing, torn or stale stay empty."""
@@ -201,8 +189,7 @@ class IndexService:
                 self.vectors, vectors_ok = loaded, True
         predictor_ok = False
         try:
-            state = orjson.loads((self.index_dir / _PREDICTOR_FILE).read_bytes())
-            predictor = ToolPredictor.from_state(state)
+            predictor = load_predictor(self.index_dir)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # stale or torn
             log.info("tool predictor state not restored (%s); relearn from episodes", exc)
         else:
