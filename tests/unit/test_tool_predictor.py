@@ -207,3 +207,28 @@ def test_observed_episodes_with_ids_become_neighbours() -> None:
     assert all(int(i[1:]) % 6 in (0, 1) for i, _ in hits)  # the two cancel templates
     assert predictor.forget(["e0", "bad"]) == 1
     assert "e0" not in dict(predictor.find_neighbours("please cancel my order", SHOP, k=50))
+
+
+def test_learning_without_calibration_learns_the_same_but_scores_nothing() -> None:
+    scored, unscored = ToolPredictor(), ToolPredictor()
+    for i in range(12):
+        for predictor, calibrate in ((scored, True), (unscored, False)):
+            predictor.observe(
+                f"cancel order {i}",
+                SHOP,
+                ["find", "cancel"],
+                episode_id=f"c{i}",
+                calibrate=calibrate,
+            )
+            predictor.observe(
+                f"return item {i}",
+                SHOP,
+                ["find", "refund"],
+                episode_id=f"r{i}",
+                calibrate=calibrate,
+            )
+    assert scored.reliability(SHOP) > 0
+    assert unscored.reliability(SHOP) == 0.0  # nothing measured yet
+    # Same counts learned; only the temperature (softest until measured) differs.
+    best = [p.predict_sets("cancel my order", SHOP, 1)[0][0] for p in (scored, unscored)]
+    assert best[0] == best[1] == ("cancel", "find")

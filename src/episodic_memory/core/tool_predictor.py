@@ -46,6 +46,7 @@ from episodic_memory.errors import ValidationError
 __all__ = [
     "ALPHA",
     "CALIBRATION_DECAY",
+    "CALIBRATION_WINDOW",
     "PREFIX_LEN",
     "STATE_VERSION",
     "TEMPERATURES",
@@ -61,6 +62,9 @@ TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Candidate softenings of the set posterior; the prequential log-loss picks one per domain."""
 CALIBRATION_DECAY = 0.99
 """Per learned episode: the calibration remembers roughly the last hundred predictions."""
+CALIBRATION_WINDOW = 500
+"""Episodes at the end of a bulk batch whose predictions are scored: an earlier one would
+weigh under 0.99^500 < 1% in the decayed averages, so scoring it changes nothing."""
 _ALL = "*"
 _END = ""  # transition target meaning "the episode ends"
 
@@ -129,9 +133,12 @@ class _DomainModel:
             return TEMPERATURES[-1]
         return TEMPERATURES[int(np.argmin(self.losses))]
 
-    def add(self, terms: set[str], tools: list[str], weight: float, prefix_len: int) -> None:
+    def add(
+        self, terms: set[str], tools: list[str], weight: float, prefix_len: int, calibrate: bool
+    ) -> None:
         label = tuple(sorted(set(tools)))
-        self._calibrate(terms, label)
+        if calibrate:
+            self._calibrate(terms, label)
         self.episodes += weight
         if label not in self.sets.index:
             for tool in label:
@@ -223,10 +230,13 @@ class ToolPredictor:
         success: bool = True,
         weight: float = 1.0,
         episode_id: str | None = None,
+        calibrate: bool = True,
     ) -> None:
         """Learn that this task was solved with ``tools`` (in order); failures teach nothing.
 
         With an ``episode_id`` the episode also becomes findable by ``neighbours``.
+        ``calibrate=False`` skips scoring the prediction this episode would have got (a third
+        of the cost); bulk learning scores only the last ``CALIBRATION_WINDOW`` episodes.
         """
         if not success or weight <= 0:
             return
@@ -234,16 +244,16 @@ class ToolPredictor:
         sequence = collapse(tools)
         terms = features(description, context)
         self._models.setdefault(domain, _DomainModel(self.alpha)).add(
-            terms, sequence, weight, self.prefix_len
+            terms, sequence, weight, self.prefix_len, calibrate
         )
         if episode_id is not None:
             self.neighbours.add(episode_id, domain, terms, sequence, weight)
         terms.add(f"domain={domain}")
         self._models.setdefault(_ALL, _DomainModel(self.alpha)).add(
-            terms, sequence, weight, self.prefix_len
+            terms, sequence, weight, self.prefix_len, calibrate
         )
 
-    def observe_episode(self, episode: Episode) -> None:
+    def observe_episode(self, episode: Episode, *, calibrate: bool = True) -> None:
         """``observe`` a completed episode, under the shared success rule."""
         if episode.outcome is not None:
             self.observe(
@@ -252,6 +262,7 @@ class ToolPredictor:
                 episode.tools,
                 episode_succeeded(episode),
                 episode_id=episode.episode_id,
+                calibrate=calibrate,
             )
 
     def forget(self, episode_ids: Sequence[str]) -> int:

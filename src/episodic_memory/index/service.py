@@ -20,7 +20,7 @@ from pydantic import JsonValue
 from episodic_memory.config import IndexConfig
 from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.models import Episode, TaskContext
-from episodic_memory.core.tool_predictor import ToolPredictor
+from episodic_memory.core.tool_predictor import CALIBRATION_WINDOW, ToolPredictor
 from episodic_memory.index.embedders import Embedder, make_embedder
 from episodic_memory.index.faiss_index import IndexOptions, VectorIndex
 from episodic_memory.index.predictor_files import load_predictor, save_predictor
@@ -142,9 +142,11 @@ class IndexService:
     # --- tool prediction ----------------------------------------------------------------
     def observe(self, episodes: Iterable[Episode]) -> None:
         """Teach the tool predictor from completed episodes (failures teach nothing)."""
-        for episode in episodes:  # one at a time: a query waits at most one episode
+        batch = list(episodes)
+        scored_from = len(batch) - CALIBRATION_WINDOW
+        for position, episode in enumerate(batch):  # one at a time: queries wait one episode
             with self._predictor_lock:
-                self.predictor.observe_episode(episode)
+                self.predictor.observe_episode(episode, calibrate=position >= scored_from)
 
     def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
         """Tools, tool sets, opening and learned neighbours for a task (see ToolPrediction)."""
