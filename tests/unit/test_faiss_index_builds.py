@@ -18,7 +18,7 @@ import pytest
 from episodic_memory.errors import StorageError
 from episodic_memory.index import faiss_index
 from episodic_memory.index.faiss_index import IndexOptions, VectorIndex
-from episodic_memory.index.kinds import auto_nlist
+from episodic_memory.index.kinds import FaissIndex, auto_nlist
 
 DIM = 32
 WAIT_S = 60.0
@@ -275,3 +275,42 @@ def test_wait_for_build_times_out_while_a_build_is_held(held: HeldBuild) -> None
     assert not index.wait_for_build(0.01)
     held.release.set()
     assert index.wait_for_build(WAIT_S)
+
+
+@pytest.mark.parametrize("name", ["ivf-sq8", "ivf-float32", "hnsw-float32"])
+def test_writes_between_copied_pieces_are_neither_lost_nor_doubled(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy releases the lock between pieces; writes then must land exactly once."""
+    index = VectorIndex(DIM, approximate_threshold=100, options=KINDS[name], compact_ratio=0.2)
+    vectors = clustered_rows(800, seed=6)
+    index.add(ids(400), vectors[:400])  # bulk load: approximate, built for 400
+    real_pieces = FaissIndex.pieces
+    steps: list[int] = []
+    extra = unit_rows(4, seed=12)
+
+    def small_pieces(part: FaissIndex, below: int, budget_bytes: int = 0) -> Iterator[Any]:
+        for piece in real_pieces(part, below, budget_bytes=1):  # one list / row per step
+            steps.append(len(piece[0]))
+            if len(steps) == 2:  # mid-copy: the lock is held here, re-entrantly
+                index.remove(["ep-0", "ep-399", "ep-650"])  # copied or not, either way
+                index.add(["ep-1", "fresh-0"], extra[:2])  # an upsert and a new id
+            yield piece
+
+    monkeypatch.setattr(FaissIndex, "pieces", small_pieces)
+    index.add(ids(400, start=400), vectors[400:])  # IVF: doubled, so it regrows
+    if name.startswith("hnsw"):
+        index.remove(ids(200, start=100))  # a quarter dead: compaction
+    assert index.wait_for_build(WAIT_S)
+    assert len(steps) > 2
+    live = {*ids(800)} - {"ep-0", "ep-399", "ep-650"} - (
+        set(ids(200, start=100)) if name.startswith("hnsw") else set()
+    ) | {"fresh-0"}
+    assert set(index.ids()) == live
+    # HNSW tombstones the two entries removed after their piece was copied (ep-0 and ep-1's
+    # old vector) and nothing for the ones removed before: nothing doubled, nothing left over.
+    assert index.dead == (2 if name.startswith("hnsw") else 0)
+    assert index._part.ntotal == len(live) + index.dead
+    assert found(index, extra[0])[0] == "ep-1"
+    assert found(index, extra[1])[0] == "fresh-0"
+    assert "ep-650" not in found(index, vectors[650], 20)

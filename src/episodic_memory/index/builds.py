@@ -15,12 +15,13 @@ its own, while ``VectorIndex`` owns the threads and the lock. The rules:
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from episodic_memory.index.kinds import FaissIndex, IndexKind, IndexOptions, Snapshot
+from episodic_memory.index.kinds import FaissIndex, IndexKind, IndexOptions, Piece, Snapshot
 
 __all__ = ["Build", "plan_build", "replay"]
 
@@ -34,14 +35,17 @@ REGROW_FACTOR = 2.0
 class Build:
     """A build in flight: what to build from, and the writes to replay onto it.
 
-    ``journal`` holds ``(labels, vectors)`` for adds and ``(labels, None)`` for removes, in
-    order; ``in_caller`` marks a bulk load that runs in the writing thread.
+    ``copier`` yields the current index's live entries piece by piece (``None`` for a bulk
+    load, whose ``snapshot`` is given whole); ``journal`` holds ``(labels, vectors)`` for adds
+    and ``(labels, None)`` for removes, in order, from the moment the build was planned;
+    ``in_caller`` marks a bulk load that runs in the writing thread.
     """
 
     kind: IndexKind
     reason: str
-    snapshot: Snapshot | None
     live: int
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    copier: Iterator[Piece] | None = None
     in_caller: bool = False
     journal: list[tuple[Labels, Vectors | None]] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
@@ -71,10 +75,24 @@ def plan_build(
     return None
 
 
-def replay(index: FaissIndex, journal: list[tuple[Labels, Vectors | None]]) -> None:
-    """Apply journaled writes in order onto a freshly built index."""
+def replay(
+    index: FaissIndex,
+    journal: list[tuple[Labels, Vectors | None]],
+    known: Labels,
+    added: set[int],
+) -> None:
+    """Apply journaled writes in order onto a freshly built index.
+
+    ``known`` (sorted) are the snapshot's labels and ``added`` the labels replayed so far: a
+    remove only touches those, because an entry removed before its piece was copied is not in
+    the new index (HNSW would otherwise keep a tombstone for nothing).
+    """
     for labels, vectors in journal:
         if vectors is None:
-            index.remove(labels)
+            position = np.searchsorted(known, labels).clip(max=max(len(known) - 1, 0))
+            copied = known[position] == labels if len(known) else np.zeros(len(labels), bool)
+            later = np.fromiter((label in added for label in labels.tolist()), bool, len(labels))
+            index.remove(labels[copied | later])
         else:
             index.add(labels, vectors)
+            added.update(labels.tolist())

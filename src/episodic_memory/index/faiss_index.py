@@ -7,9 +7,9 @@ Why it is built this way (measurements in ``benchmarks/index_bench.py``):
   (``kinds.py``; IVF-SQ8 by default: recall@10 ≈ .98 at 1M, a few ms per query, a quarter of
   the memory, native deletes).
 - Building an approximate index takes seconds to minutes, so it never happens inside a call:
-  the live vectors are snapshotted under the lock and the new index is built on a background
-  thread while the current one keeps serving search, add and remove. Writes made meanwhile
-  are journaled and replayed onto the new index, the tail of the journal under the lock just
+  a background thread copies the live vectors out piece by piece (the lock held per piece
+  only), builds the new index while the current one keeps serving search, add and remove,
+  and replays the writes journaled meanwhile, the tail of the journal under the lock just
   before the swap. One build at a time; a failed build is logged, keeps the old index and is
   retried later with a growing delay. The same machinery compacts HNSW tombstones, regrows
   IVF lists as the set grows and shrinks back to flat (the rules are in ``builds.py``).
@@ -19,7 +19,7 @@ Why it is built this way (measurements in ``benchmarks/index_bench.py``):
   its old vector. Single queries use one OpenMP thread, builds ``build_threads``.
 
 Thread-safe: one ``RLock`` guards the id maps and the current index; builds hold it only to
-snapshot and to swap. Every FAISS failure surfaces as ``StorageError``.
+copy a piece and to swap. Every FAISS failure surfaces as ``StorageError``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 _KINDS: tuple[IndexKind, ...] = ("flat", "hnsw", "ivf")
-_REPLAY_UNDER_LOCK = 2_000  # journal batches replayed while holding the lock, at the swap
+_REPLAY_UNDER_LOCK = 256  # journal batches replayed while holding the lock, at the swap
 _RETRY_DELAYS_S = (5.0, 30.0, 120.0, 600.0)  # after the 1st, 2nd, 3rd, later failed builds
 _ID_ENTRY_BYTES = 240  # measured: two dict entries, the label int and a uuid-sized str
 
@@ -127,9 +127,9 @@ class VectorIndex:
             total = self._part.memory_bytes() + len(self._int_of) * _ID_ENTRY_BYTES
             build = self._build
             if build is not None:
-                snapshot = build.snapshot.nbytes if build.snapshot is not None else 0
                 encoding = self.options.encoding
-                total += snapshot + build.live * self.dim * 4
+                decoding = min(build.live, 65_536) * self.dim * 4  # one decoded batch at a time
+                total += build.snapshot.nbytes + decoding
                 total += estimate_bytes(build.kind, encoding, self.dim, build.live, self.options)
             return total
 
@@ -188,11 +188,14 @@ class VectorIndex:
                 and len(unique) > self.approximate_threshold
             )
             if bulk:  # straight to the approximate kind; this call returns once it's searchable
-                build: Build | None = self._start(
-                    self.options.approximate_kind, "bulk load", Snapshot(labels, [(None, matrix)])
+                build: Build | None = Build(
+                    self.options.approximate_kind,
+                    "bulk load",
+                    live=len(labels),
+                    snapshot=Snapshot([(labels, None, matrix)]),
+                    in_caller=True,
                 )
-                assert build is not None
-                build.in_caller = True
+                self._build = build
             else:
                 self._part.add(labels, matrix)
                 self._journal(labels, matrix)
@@ -325,10 +328,9 @@ class VectorIndex:
         )
         if plan is None:
             return None
-        return self._start(plan[0], plan[1], self._part.snapshot())
-
-    def _start(self, kind: IndexKind, reason: str, snapshot: Snapshot) -> Build:
-        self._build = Build(kind, reason, snapshot, live=len(snapshot.labels))
+        # Copied later, on the build thread; writes from now on are journaled.
+        copier = self._part.pieces(below=self._next_label)
+        self._build = Build(plan[0], plan[1], live=len(self._int_of), copier=copier)
         return self._build
 
     def _launch(self, build: Build) -> None:
@@ -346,26 +348,32 @@ class VectorIndex:
         A failed bulk load raises instead, after forgetting its ids: that ``add`` did nothing.
         """
         started = time.perf_counter()
-        snapshot, build.snapshot = build.snapshot, None
-        assert snapshot is not None
+        bulk_labels = build.snapshot.labels() if build.in_caller else None
         try:
-            vectors = snapshot.vectors()
-            fresh = build_index(build.kind, self.dim, self.options, snapshot.labels, vectors)
-            del vectors
+            while build.copier is not None:  # a step at a time, so writers and readers interleave
+                with self._lock:
+                    piece = next(build.copier, None)
+                if piece is None:
+                    break
+                build.snapshot.parts.append(piece)
+            known = np.sort(build.snapshot.labels())
+            fresh = build_index(build.kind, self.dim, self.options, build.snapshot)
+            added: set[int] = set()
             while True:
                 with self._lock:
                     pending, build.journal = build.journal, []
                     if len(pending) <= _REPLAY_UNDER_LOCK:
-                        replay(fresh, pending)
+                        replay(fresh, pending, known, added)
                         self._part, self._build = fresh, None
                         self._built_for, self._failures = len(self._int_of), 0
                         break
-                replay(fresh, pending)  # the new index is private to this thread until the swap
+                # The new index is private to this thread until the swap.
+                replay(fresh, pending, known, added)
         except Exception as exc:  # a build must fail soft: the old index keeps serving
             with self._lock:
                 self._build = None
-                if build.in_caller:
-                    self._drop_labels(snapshot.labels)
+                if bulk_labels is not None:
+                    self._drop_labels(bulk_labels)
                 else:
                     delay = _RETRY_DELAYS_S[min(self._failures, len(_RETRY_DELAYS_S) - 1)]
                     self._failures += 1

@@ -19,9 +19,9 @@ failure surfaces as ``StorageError``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import faiss
@@ -32,10 +32,12 @@ from episodic_memory.config import IndexConfig
 from episodic_memory.errors import StorageError
 
 __all__ = [
+    "Decoder",
     "Encoding",
     "FaissIndex",
     "IndexKind",
     "IndexOptions",
+    "Piece",
     "Snapshot",
     "auto_nlist",
     "build_index",
@@ -106,26 +108,67 @@ def auto_nlist(live: int) -> int:
     return max(1, min(round(math.sqrt(live)), live // _TRAIN_POINTS_PER_LIST))
 
 
+Decoder = Callable[[npt.NDArray[Any]], Vectors]
+Piece = tuple[Labels, Decoder | None, npt.NDArray[Any]]  # labels, decoder, rows or raw codes
+
+
 @dataclass
 class Snapshot:
-    """Live labels and their vectors, copied under the lock and decoded outside it.
+    """Live labels with their vectors (or SQ8 codes), copied piece by piece under the lock.
 
-    ``parts`` holds either float rows or an IVF list's raw codes; decoding SQ8 codes (the slow
-    part at 1M) happens in ``vectors()``, on the build thread.
+    Why pieces: at 1M a full copy holds the lock for a second or more, so ``FaissIndex.pieces``
+    copies a bounded amount per step and the lock is released between steps. Decoding SQ8
+    codes and adding to the new index happen piece by piece too, on the build thread, so the
+    decoded float copy of the whole set never exists at once.
     """
 
-    labels: Labels
-    parts: list[tuple[Any, npt.NDArray[Any]]]  # (decoder or None, rows or codes)
+    parts: list[Piece] = field(default_factory=list)
 
-    def vectors(self) -> Vectors:
-        decoded = [rows if decoder is None else decoder(rows) for decoder, rows in self.parts]
-        if not decoded:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(decoded), dtype=np.float32)
+    @property
+    def count(self) -> int:
+        return sum(len(labels) for labels, _, _ in self.parts)
 
     @property
     def nbytes(self) -> int:
-        return int(self.labels.nbytes) + sum(int(rows.nbytes) for _, rows in self.parts)
+        return sum(int(labels.nbytes + rows.nbytes) for labels, _, rows in self.parts)
+
+    def labels(self) -> Labels:
+        if not self.parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([labels for labels, _, _ in self.parts])
+
+    def sample(self, count: int) -> Vectors:
+        """Up to ``count`` decoded rows spread over the whole snapshot (for training)."""
+        total = self.count
+        rows = np.arange(total)
+        if total > count:
+            rows = np.sort(np.random.default_rng(0).choice(total, size=count, replace=False))
+        chosen: list[Vectors] = []
+        offset = 0
+        for labels, decoder, data in self.parts:
+            mine = rows[(rows >= offset) & (rows < offset + len(labels))] - offset
+            if len(mine):
+                chosen.append(data[mine] if decoder is None else decoder(data[mine]))
+            offset += len(labels)
+        return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
+
+    def drain(self, rows: int = 65_536) -> Iterator[tuple[Labels, Vectors]]:
+        """Decoded ``(labels, vectors)`` batches of about ``rows``; pieces are dropped as used."""
+        labels: list[Labels] = []
+        vectors: list[Vectors] = []
+        held = 0
+        while self.parts:
+            piece_labels, decoder, data = self.parts.pop(0)
+            for start in range(0, len(piece_labels), rows):
+                chunk = data[start : start + rows]
+                labels.append(piece_labels[start : start + rows])
+                vectors.append(chunk if decoder is None else decoder(chunk))
+                held += len(chunk)
+                if held >= rows or not self.parts:
+                    yield np.concatenate(labels), np.ascontiguousarray(np.concatenate(vectors))
+                    labels, vectors, held = [], [], 0
+        if labels:
+            yield np.concatenate(labels), np.ascontiguousarray(np.concatenate(vectors))
 
 
 class FaissIndex:
@@ -184,19 +227,31 @@ class FaissIndex:
                 scores, labels = self.index.search(query, k, params=params)
         return scores[0].tolist(), labels[0].tolist()
 
-    def snapshot(self) -> Snapshot:
-        """Copy the live labels and vectors (or codes) out; decoding is left to the caller."""
+    def pieces(self, below: int, budget_bytes: int = 16 << 20) -> Iterator[Piece]:
+        """Copy the live entries out, about ``budget_bytes`` per step: hold the lock around each
+        ``next()`` only. Labels ``>= below`` (added since the build began, so journaled) and
+        tombstones are left out; each step reads the index as it is then.
+
+        Flat is copied in one step (its positions shift on removal); it is small by design.
+        """
         with faiss_errors("snapshot"):
             if self.kind == "ivf":
-                return self._ivf_snapshot()
-            labels = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+                yield from self._ivf_pieces(below, budget_bytes)
+                return
             inner: Any = faiss.downcast_index(self.index.index)
             storage: Any = inner if self.kind == "flat" else faiss.downcast_index(inner.storage)
-            vectors = storage.reconstruct_n(0, self.ntotal)  # copies; decodes SQ8 storage
-        if self.dead:
-            live = ~np.isin(labels, np.fromiter(self.dead, dtype=np.int64))
-            labels, vectors = labels[live], vectors[live]
-        return Snapshot(labels, [(None, vectors)])
+            end = self.ntotal  # HNSW only appends, so positions below ``end`` are stable
+            step = max(1, end if self.kind == "flat" else budget_bytes // (self.index.d * 4))
+        for start in range(0, end, step):
+            with faiss_errors("snapshot"):
+                count = min(step, end - start)
+                ids = faiss.rev_swig_ptr(self.index.id_map.data(), self.ntotal)
+                labels = np.array(ids[start : start + count], dtype=np.int64)
+                vectors = storage.reconstruct_n(start, count)  # a copy; decodes SQ8 storage
+            keep = labels < below
+            if self.dead:
+                keep &= ~np.isin(labels, np.fromiter(self.dead, dtype=np.int64))
+            yield labels[keep], None, vectors[keep]
 
     def memory_bytes(self) -> int:
         return (
@@ -220,37 +275,44 @@ class FaissIndex:
             self._params = params
         return self._params
 
-    def _ivf_snapshot(self) -> Snapshot:
+    def _ivf_pieces(self, below: int, budget_bytes: int) -> Iterator[Piece]:
         ivf: Any = faiss.downcast_index(self.index)
-        invlists, dim = ivf.invlists, int(ivf.d)
-        code_size = int(invlists.code_size)
-        labels: list[Labels] = []
-        parts: list[tuple[Any, npt.NDArray[Any]]] = []
+        dim, scalar = int(ivf.d), isinstance(ivf, faiss.IndexIVFScalarQuantizer)
+        collected: list[Piece] = []
+        held = 0
         for list_no in range(int(ivf.nlist)):
-            size = int(invlists.list_size(list_no))
-            if size == 0:
-                continue
-            ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
-            codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * code_size)
-            labels.append(np.array(ids, dtype=np.int64))
-            rows = np.array(codes, dtype=np.uint8).reshape(size, code_size)
-            if isinstance(ivf, faiss.IndexIVFScalarQuantizer):
-                parts.append((_sq_decoder(ivf, list_no), rows))
-            else:  # IVFFlat stores the raw float32 rows
-                parts.append((None, rows.view(np.float32).reshape(size, dim)))
-        if not labels:
-            return Snapshot(np.zeros(0, dtype=np.int64), [])
-        return Snapshot(np.concatenate(labels), parts)
+            invlists = ivf.invlists  # looked up again each step: the lists change in between
+            code_size, size = int(invlists.code_size), int(invlists.list_size(list_no))
+            if size:
+                ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+                codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * code_size)
+                labels = np.array(ids, dtype=np.int64)
+                rows = np.array(codes, dtype=np.uint8).reshape(size, code_size)
+                keep = labels < below
+                if scalar:
+                    decoder = _sq_decoder(self.index, ivf, list_no)
+                    collected.append((labels[keep], decoder, rows[keep]))
+                else:  # IVFFlat stores the raw float32 rows
+                    floats = rows.view(np.float32).reshape(size, dim)
+                    collected.append((labels[keep], None, floats[keep]))
+                held += size * code_size
+            if held >= budget_bytes or list_no == ivf.nlist - 1:
+                yield from collected
+                collected, held = [], 0
 
 
-def _sq_decoder(ivf: Any, list_no: int) -> Any:
-    """Decode one list's SQ8 codes; residual codes get their list's centroid added back."""
+def _sq_decoder(owner: Any, ivf: Any, list_no: int) -> Decoder:
+    """Decode one list's SQ8 codes; residual codes get their list's centroid added back.
+
+    ``owner`` (the index's owning proxy) is kept so the quantizer outlives a swap.
+    """
     centroid = ivf.quantizer.reconstruct(list_no) if ivf.by_residual else None
     scalar = ivf.sq
 
-    def decode(codes: npt.NDArray[np.uint8]) -> Vectors:
+    def decode(codes: npt.NDArray[Any]) -> Vectors:
+        assert owner is not None
         with faiss_errors("decode"):
-            rows = np.asarray(scalar.decode(codes), dtype=np.float32)
+            rows = np.asarray(scalar.decode(np.ascontiguousarray(codes)), dtype=np.float32)
         return rows + centroid if centroid is not None else rows
 
     return decode
@@ -277,17 +339,16 @@ def empty_flat(dim: int, options: IndexOptions) -> FaissIndex:
         return FaissIndex("flat", faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), options)
 
 
-def build_index(
-    kind: IndexKind, dim: int, options: IndexOptions, labels: Labels, vectors: Vectors
-) -> FaissIndex:
-    """A new index of ``kind`` holding these vectors; trains first where the kind needs it.
+def build_index(kind: IndexKind, dim: int, options: IndexOptions, snapshot: Snapshot) -> FaissIndex:
+    """A new index of ``kind`` holding the snapshot (which it drains); trains first if needed.
 
     Runs with ``options.build_threads`` OpenMP threads (the caller's thread only), so it is
     meant for a background or offline thread, never the query path.
     """
     if kind == "flat":
         built = empty_flat(dim, options)
-        built.add(labels, vectors)
+        for labels, vectors in snapshot.drain():
+            built.add(labels, vectors)
         return built
     sq8 = options.encoding == "sq8"
     with faiss_errors("build"), omp_threads(options.build_threads):
@@ -297,14 +358,14 @@ def build_index(
                 graph = _FAISS.IndexHNSWSQ(
                     dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT
                 )
-                graph.train(_training_sample(vectors, 65_536))
+                graph.train(snapshot.sample(65_536))
             else:
                 graph = faiss.IndexHNSWFlat(dim, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = options.ef_construction
             graph.hnsw.efSearch = options.ef_search
             index: Any = faiss.IndexIDMap2(graph)
         else:
-            nlist = options.ivf_nlist or auto_nlist(len(labels))
+            nlist = options.ivf_nlist or auto_nlist(snapshot.count)
             quantizer = faiss.IndexFlatIP(dim)
             if sq8:
                 index = faiss.IndexIVFScalarQuantizer(
@@ -315,15 +376,8 @@ def build_index(
                 index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.niter = options.ivf_train_iterations
             index.cp.seed = 1234
-            index.train(_training_sample(vectors, nlist * _TRAIN_POINTS_PER_LIST))
+            index.train(snapshot.sample(nlist * _TRAIN_POINTS_PER_LIST))
             index.set_direct_map_type(_FAISS.DirectMap.Hashtable)  # removes by id
-        index.add_with_ids(vectors, labels)
+        for labels, vectors in snapshot.drain():
+            index.add_with_ids(vectors, labels)
     return FaissIndex(kind, index, options)
-
-
-def _training_sample(vectors: Vectors, count: int) -> Vectors:
-    if len(vectors) <= count:
-        return vectors
-    rows = np.random.default_rng(0).choice(len(vectors), size=count, replace=False)
-    rows.sort()
-    return np.ascontiguousarray(vectors[rows])
