@@ -48,6 +48,7 @@ from episodic_memory.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from episodic_memory.ingest import IngestCheckpoint, IngestReport
 from episodic_memory.memory import SelfLearningMemory
 from episodic_memory.memory_sync import SyncMemory
 from episodic_memory.storage.reconcile import RepairReport
@@ -70,6 +71,8 @@ __all__ = [
     "FlushPolicy",
     "Heuristic",
     "IndexConfig",
+    "IngestCheckpoint",
+    "IngestReport",
     "InputLimits",
     "LearnerConfig",
     "MemoryConfig",

@@ -5,6 +5,12 @@ are shared. The in-process backend runs exactly the objects the Ray actors wrap 
 ``EpisodeHost``, ``StorageService``, the threaded index and a ``LearningWorker`` — in the
 caller's event loop. It is the no-Ray reference for benchmarks and the quality benchmark, and
 fits single-process tools; it cannot be shared with other processes.
+
+Learning what storage holds unlearned (a learner lost mid-batch, a bulk ingest) runs in the
+background in both: Ray's learners re-scan at start and every 30 s; the in-process backend runs
+one pass at open and after an ingest, as a task that ``close()`` stops between batches (what is
+left stays unlearned in storage for the next pass) and ``settle()`` waits for. Opening a memory
+with a million unlearned episodes therefore returns at once.
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ from episodic_memory.actors.pipeline import LearningWorker, ServiceWriter
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
+from episodic_memory.core.patterns import Heuristic, Pattern
 from episodic_memory.core.task_type import classify_task
 from episodic_memory.index.service import IndexService
+from episodic_memory.ingest.prepare import Prepared
+from episodic_memory.ingest.run import BatchWriter
 from episodic_memory.retrieval import Retriever
 from episodic_memory.storage.base import EpisodeQuery
+from episodic_memory.storage.bulk import BatchResult
 from episodic_memory.storage.reconcile import RepairReport
 from episodic_memory.storage.service import StorageService
 
@@ -62,6 +72,15 @@ class Backend(Protocol):
     async def stats(self) -> dict[str, Any]: ...
 
     async def close(self, *, stop_service: bool = False) -> None: ...
+
+    # bulk ingest (``episodic_memory.ingest``)
+    async def ingest(self, batch: Prepared) -> BatchResult: ...
+
+    async def add_learned_records(
+        self, patterns: list[Pattern], heuristics: list[Heuristic]
+    ) -> dict[str, int]: ...
+
+    def learn_in_background(self) -> None: ...
 
 
 async def open_backend(
@@ -105,6 +124,9 @@ class InProcessBackend:
             write_batch_size=config.storage.write_batch_size,
         )
         self._retriever = Retriever(storage, index, classify=classify_task)
+        self._writer = BatchWriter(storage, index, headers_only=False)
+        self._background: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @classmethod
     async def open(cls, config: MemoryConfig) -> InProcessBackend:
@@ -117,7 +139,7 @@ class InProcessBackend:
             await storage.close()
             raise
         backend = cls(config, storage, index)
-        await backend._learner.recover()
+        backend.learn_in_background()
         return backend
 
     def _hand_off(self, episode_ids: list[str]) -> None:
@@ -130,6 +152,34 @@ class InProcessBackend:
             return await self._learner.learn(episode_ids)
         except Exception:
             return 0  # logged by the worker; recover() on the next open redoes it
+
+    def learn_in_background(self) -> None:
+        """Start a pass over storage's unlearned episodes, unless one is running."""
+        if self._background is None or self._background.done():
+            loop = asyncio.get_running_loop()
+            self._background = loop.create_task(self._learn_unlearned())
+
+    async def _learn_unlearned(self) -> None:
+        """``LearningWorker.recover`` in small batches, stopping between them on close."""
+        size = self.config.learner.merge_batch_size
+        while True:
+            # Fetched 16 batches at a time: the unlearned-ids query sorts what it finds.
+            pending = await self._storage.unlearned_episode_ids(limit=size * 16)
+            learned = 0
+            for start in range(0, len(pending), size):
+                if self._stopping:
+                    return
+                learned += await self._learn(pending[start : start + size])
+            if not learned:
+                return  # done, or those are being learned elsewhere (settle() catches up)
+
+    async def ingest(self, batch: Prepared) -> BatchResult:
+        return await self._writer.write(batch)
+
+    async def add_learned_records(
+        self, patterns: list[Pattern], heuristics: list[Heuristic]
+    ) -> dict[str, int]:
+        return await self._storage.add_learned_records(patterns, heuristics)
 
     async def start(self, header: Episode) -> None:
         await self._host.start(header)
@@ -161,6 +211,8 @@ class InProcessBackend:
         await self._host.flush()
         while self._learning:
             await asyncio.gather(*list(self._learning))
+        if self._background is not None:
+            await self._background
         await self._learner.recover()
 
     async def sync_memories(self) -> RepairReport:
@@ -178,10 +230,13 @@ class InProcessBackend:
         }
 
     async def close(self, *, stop_service: bool = False) -> None:
+        self._stopping = True
         try:
             await self._host.close()
             if self._learning:
                 await asyncio.gather(*list(self._learning))
+            if self._background is not None:
+                await self._background
             try:
                 await self._index.save()
             except Exception:  # best effort: the index is rebuilt from storage on the next open

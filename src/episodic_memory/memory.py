@@ -7,6 +7,7 @@
     await memory.log_steps(episode_id, [ExecutionStep(tool="pytest", success=False), ...])
     result = await memory.complete_episode(episode_id, TaskOutcome.success("green"))
     context = await memory.retrieve_relevant_context("fix the signup test", limit=5)
+    report = await memory.bulk_ingest(past_episodes, checkpoint="ingest.checkpoint")
 
 Inputs are validated here, at the edge, into our typed errors naming the field, before any
 backend sees them; everything else is the backend's. ``SyncMemory`` (``memory_sync.py``) is the
@@ -27,9 +28,11 @@ backend (``backend="in_process"``: plain classes, no Ray) cannot be shared that 
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from episodic_memory.actors.episode_state import CompletionResult
@@ -37,9 +40,19 @@ from episodic_memory.backends import Backend, BackendKind, open_backend
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome, Verdict
-from episodic_memory.core.sanitize import sanitize_episode
+from episodic_memory.core.sanitize import redact, sanitize_episode
 from episodic_memory.core.task_type import classify_task
 from episodic_memory.errors import ServiceError, ValidationError
+from episodic_memory.ingest import (
+    DEFAULT_BATCH_SIZE,
+    IngestCheckpoint,
+    IngestItem,
+    IngestReport,
+    Progress,
+    iterable_source,
+    run_ingest,
+)
+from episodic_memory.ingest.files import default_checkpoint, ingest_file
 from episodic_memory.rate_limit import ANONYMOUS, RateLimiter, ray_rejection_counter
 from episodic_memory.storage.base import EpisodeQuery
 from episodic_memory.storage.reconcile import RepairReport
@@ -88,6 +101,20 @@ def _durability(value: object) -> Durability:
     if value not in ("buffered", "strict"):
         raise ValidationError("durability", f"is {value!r}", "use 'buffered' or 'strict'")
     return "strict" if value == "strict" else "buffered"
+
+
+def _flag(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"is {value!r}", "use True or False")
+    return value
+
+
+def _checkpoint(value: object) -> IngestCheckpoint | None:
+    if value is None or isinstance(value, IngestCheckpoint):
+        return value
+    if isinstance(value, str | os.PathLike) and str(value):
+        return IngestCheckpoint(value)
+    raise ValidationError("checkpoint", f"is {value!r}", "pass a file path, or None")
 
 
 def _bounded(value: object, field: str, high: int) -> int:
@@ -271,6 +298,77 @@ class SelfLearningMemory:
             "filters",
         )
         return await (await self._b()).list_episodes(query)
+
+    async def bulk_ingest(
+        self,
+        episodes: Iterable[IngestItem] | AsyncIterable[IngestItem],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+        checkpoint: IngestCheckpoint | str | os.PathLike[str] | None = None,
+        learn: bool = True,
+    ) -> IngestReport:
+        """Store many episodes in large batches, each batch in one storage transaction.
+
+        ``episodes``: ``Episode`` objects or dicts of their JSON (older shapes load; export
+        lines too), completed or active, from any sync or async iterable — read as it goes.
+        They are validated, redacted and, when completed without them, given reward and
+        reflection; each batch then costs a few service calls, none per episode. An episode
+        id already stored is kept as stored (``report.skipped``), so re-running is safe.
+
+        A bad record raises ``ValidationError`` naming its position and field
+        (``episodes[17].steps.3.tool``); nothing of its batch is written, earlier batches are.
+        ``progress(done, total)`` is called after every committed batch. ``checkpoint``: a file
+        recording how far the input is committed; a rerun with it resumes after the last
+        committed batch (deleted when done). ``learn=True``: patterns and heuristics are
+        learned in the background (``settle()`` waits); ``False``: never learned from these.
+        Details: ``episodic_memory.ingest``.
+        """
+        source = iterable_source(episodes)
+        backend = await self._b()
+        return await run_ingest(
+            backend,
+            source,
+            target=redact(backend.config.database_url),
+            limits=self._config.limits,
+            batch_size=batch_size,
+            progress=progress,
+            checkpoint=_checkpoint(checkpoint),
+            learn=_flag(learn, "learn"),
+        )
+
+    async def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+        checkpoint: bool | str | os.PathLike[str] = True,
+        learn: bool = True,
+    ) -> IngestReport:
+        """``bulk_ingest`` a JSONL file: an export (``transfer.py``), or one episode per line.
+
+        Works on a running memory (unlike ``transfer.import_memory``, which writes below a
+        stopped one). ``checkpoint=True`` keeps it beside the file (``<file>.checkpoint``), so
+        running the same import again after a crash resumes; a path puts it there; ``False``
+        keeps none. An export's patterns and heuristics the memory lacks are added.
+        """
+        source = Path(path)
+        if checkpoint is True:
+            chosen: IngestCheckpoint | None = IngestCheckpoint(default_checkpoint(source))
+        else:
+            chosen = None if checkpoint is False else _checkpoint(checkpoint)
+        backend = await self._b()
+        return await ingest_file(
+            backend,
+            source,
+            target=redact(backend.config.database_url),
+            limits=self._config.limits,
+            batch_size=batch_size,
+            progress=progress,
+            checkpoint=chosen,
+            learn=_flag(learn, "learn"),
+        )
 
     async def sync_memories(self) -> RepairReport:
         """Flush buffered steps, then repair the LMDB cache from libSQL (the truth)."""

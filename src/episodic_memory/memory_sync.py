@@ -9,8 +9,9 @@ handle, a ``SyncMemory`` pickles to the memory's names and reconnects in the rec
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -20,6 +21,13 @@ from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, TaskContext, TaskOutcome, Verdict
 from episodic_memory.errors import ServiceError
+from episodic_memory.ingest import (
+    DEFAULT_BATCH_SIZE,
+    IngestCheckpoint,
+    IngestItem,
+    IngestReport,
+    Progress,
+)
 from episodic_memory.memory import Durability, SelfLearningMemory, StepInput
 from episodic_memory.storage.reconcile import RepairReport
 
@@ -132,6 +140,40 @@ class SyncMemory:
                 since=since,
                 until=until,
                 limit=limit,
+            )
+        )
+
+    def bulk_ingest(
+        self,
+        episodes: Iterable[IngestItem] | AsyncIterable[IngestItem],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+        checkpoint: IngestCheckpoint | str | os.PathLike[str] | None = None,
+        learn: bool = True,
+    ) -> IngestReport:
+        return self._loop.run(
+            self.memory.bulk_ingest(
+                episodes,
+                batch_size=batch_size,
+                progress=progress,
+                checkpoint=checkpoint,
+                learn=learn,
+            )
+        )
+
+    def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+        checkpoint: bool | str | os.PathLike[str] = True,
+        learn: bool = True,
+    ) -> IngestReport:
+        return self._loop.run(
+            self.memory.import_file(
+                path, batch_size=batch_size, progress=progress, checkpoint=checkpoint, learn=learn
             )
         )
 

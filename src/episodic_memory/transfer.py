@@ -60,7 +60,17 @@ from episodic_memory.storage.base import EpisodeStore
 from episodic_memory.storage.libsql_store import open_store
 from episodic_memory.storage.service import StorageService
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "TransferReport", "export_memory", "import_memory"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "TransferReport",
+    "check_framing",
+    "export_memory",
+    "import_memory",
+    "is_export",
+    "open_jsonl",
+    "parse_line",
+]
 
 FORMAT = "episodic-memory"
 FORMAT_VERSION = 1
@@ -90,7 +100,7 @@ class TransferReport:
 
 
 @contextmanager
-def _open(path: Path, mode: str, *, gz: bool | None = None) -> Iterator[IO[bytes]]:
+def open_jsonl(path: Path, mode: str, *, gz: bool | None = None) -> Iterator[IO[bytes]]:
     """``path`` as bytes; gzip when its name ends in ``.gz`` (or ``gz`` says so)."""
     gz = path.suffix == ".gz" if gz is None else gz
     with gzip.open(path, mode + "b") if gz else path.open(mode + "b") as f:
@@ -130,7 +140,7 @@ async def export_memory(
     header = {"type": "header", "format": FORMAT, "format_version": FORMAT_VERSION}
     header |= {"schema_version": SCHEMA_VERSION, "exported_at": utc_now().isoformat()}
     try:
-        with _open(partial, "w", gz=target.suffix == ".gz") as out:
+        with open_jsonl(partial, "w", gz=target.suffix == ".gz") as out:
             out.write(_line(header))
             for pattern in await store.load_patterns():
                 out.write(_line({"type": "pattern", "record": pattern.model_dump(mode="json")}))
@@ -159,10 +169,23 @@ def _bad(path: Path, number: int, problem: str, fix: str) -> ValidationError:
     return ValidationError(f"{path.name}:{number}", problem, fix)
 
 
-def _check_framing(path: Path) -> dict[str, Any]:
+def is_export(path: Path) -> bool:
+    """Whether ``path`` starts with an export's header (an unreadable file is not one)."""
+    try:
+        with open_jsonl(path, "r") as f:
+            for raw in f:
+                if raw.strip():
+                    first = orjson.loads(raw)
+                    return isinstance(first, dict) and first.get("format") == FORMAT
+    except (OSError, EOFError, gzip.BadGzipFile, orjson.JSONDecodeError):
+        return False
+    return False
+
+
+def check_framing(path: Path) -> dict[str, Any]:
     """The header, after checking that the file ends with its end line (not truncated)."""
     try:
-        with _open(path, "r") as f:
+        with open_jsonl(path, "r") as f:
             first = f.readline()
             last = first
             for line in f:
@@ -191,7 +214,7 @@ def _check_framing(path: Path) -> dict[str, Any]:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with _open(path, "r") as f:
+    with open_jsonl(path, "r") as f:
         for number, raw in enumerate(f, start=1):
             if raw.strip():
                 try:
@@ -202,7 +225,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     ) from None
 
 
-def _parse(path: Path, number: int, line: dict[str, Any]) -> Pattern | Heuristic | Episode:
+def parse_line(path: Path, number: int, line: dict[str, Any]) -> Pattern | Heuristic | Episode:
     kind, record = line.get("type"), line.get("record")
     if not isinstance(record, dict):
         raise _bad(path, number, f"{kind!r} line has no record", "repair or re-export the file")
@@ -282,7 +305,7 @@ async def import_memory(
         finally:
             await service.close()
     source = Path(path)
-    _check_framing(source)
+    check_framing(source)
     counts = await target.store.counts()
     held = {k: counts[k] for k in ("episodes", "patterns", "heuristics") if counts[k]}
     if held and not merge:
@@ -312,7 +335,7 @@ async def _run(importer: _Importer, path: Path, progress: Progress | None) -> No
             if kind == "end" and isinstance(line.get("counts"), dict):
                 total = line["counts"].get("episode")
             continue
-        record = _parse(path, number, line)
+        record = parse_line(path, number, line)
         if isinstance(record, Episode):
             if importer.patterns or importer.heuristics:
                 await importer.learned_records()

@@ -26,10 +26,14 @@ from episodic_memory.actors.service import Service, connect, shard
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
+from episodic_memory.core.patterns import Heuristic, Pattern
 from episodic_memory.core.task_type import classify_task
 from episodic_memory.errors import ServiceError
+from episodic_memory.ingest.prepare import Prepared
+from episodic_memory.ingest.run import BatchWriter
 from episodic_memory.retrieval import Retriever
 from episodic_memory.storage.base import EpisodeQuery
+from episodic_memory.storage.bulk import BatchResult
 from episodic_memory.storage.reconcile import RepairReport
 
 __all__ = ["RayBackend", "ensure_ray"]
@@ -85,6 +89,7 @@ class RayBackend:
         self._creates = Coalescer(self._create_many, max_items=self.config.storage.write_batch_size)
         self._index = IndexProxy(service.index)
         self._retriever = Retriever(self._storage, self._index, classify=classify_task)
+        self._writer = BatchWriter(self._storage, self._index, headers_only=True)
         self._latency = metrics.Histogram(
             "episodic_memory_retrieval_latency_ms",
             "Latency of retrieve_relevant_context, as seen by the caller.",
@@ -194,6 +199,21 @@ class RayBackend:
         found = await self._retriever.retrieve(description, context, limit)
         self._latency.observe((time.perf_counter() - started) * 1000)
         return found
+
+    # --- bulk ingest ------------------------------------------------------------------------
+    async def ingest(self, batch: Prepared) -> BatchResult:
+        """One prepared batch: 3 actor calls (4 when it marks episodes learned), none per
+        episode — stored ids from storage, vectors from the index, one storage transaction."""
+        return await self._writer.write(batch)
+
+    async def add_learned_records(
+        self, patterns: list[Pattern], heuristics: list[Heuristic]
+    ) -> dict[str, int]:
+        return await self._storage.add_learned_records(patterns, heuristics)
+
+    def learn_in_background(self) -> None:
+        """Nothing to start: every learner re-learns its shard's unlearned episodes at start
+        and every ``RECOVER_INTERVAL_S``; a second pass started here could overlap it."""
 
     # --- maintenance ------------------------------------------------------------------------
     async def flush(self, episode_id: str | None = None) -> int:

@@ -22,6 +22,7 @@ from episodic_memory.core.patterns import Heuristic, Pattern
 from episodic_memory.core.ranking import Candidate
 from episodic_memory.errors import EpisodicMemoryError, ServiceError
 from episodic_memory.storage.base import EpisodeQuery, KeywordHit, RetrievalSlate, StoredEmbedding
+from episodic_memory.storage.bulk import BatchResult, IngestRows
 from episodic_memory.storage.reconcile import RepairReport
 
 __all__ = ["ActorGone", "IndexProxy", "StorageProxy", "call"]
@@ -128,6 +129,22 @@ class StorageProxy:
         async for ref in self.handle.iter_embeddings.remote(model, batch_size):
             page: list[StoredEmbedding] = await call(ref, "storage.iter_embeddings")
             yield page
+
+    async def stored_episode_ids(self, episode_ids: Sequence[str]) -> list[str]:
+        ref = self.handle.stored_episode_ids.remote(list(episode_ids))
+        result: list[str] = await call(ref, "storage.stored_episode_ids")
+        return result
+
+    async def ingest_rows(self, batch: IngestRows) -> BatchResult:
+        result: BatchResult = await call(self.handle.ingest_rows.remote(batch), "storage.ingest")
+        return result
+
+    async def add_learned_records(
+        self, patterns: list[Pattern], heuristics: list[Heuristic]
+    ) -> dict[str, int]:
+        ref = self.handle.add_learned_records.remote(patterns, heuristics)
+        result: dict[str, int] = await call(ref, "storage.add_learned_records")
+        return result
 
     async def sync_memories(self) -> RepairReport:
         result: RepairReport = await call(self.handle.sync_memories.remote(), "storage.sync")

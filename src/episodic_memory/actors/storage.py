@@ -23,6 +23,7 @@ from episodic_memory.core.models import Episode, ExecutionStep
 from episodic_memory.core.patterns import Heuristic, Pattern
 from episodic_memory.core.ranking import Candidate
 from episodic_memory.storage.base import EpisodeQuery, KeywordHit, RetrievalSlate, StoredEmbedding
+from episodic_memory.storage.bulk import BatchResult, IngestRows
 from episodic_memory.storage.reconcile import RepairReport
 from episodic_memory.storage.service import StorageService
 
@@ -157,6 +158,20 @@ class StorageActor:
     ) -> AsyncIterator[list[StoredEmbedding]]:
         async for page in (await self._svc()).iter_embeddings(model, batch_size):
             yield page
+
+    @idempotent
+    async def stored_episode_ids(self, episode_ids: list[str]) -> list[str]:
+        return await (await self._svc()).stored_episode_ids(episode_ids)
+
+    @idempotent  # stored episodes are skipped, steps are keyed by number: a retry adds nothing
+    async def ingest_rows(self, batch: IngestRows) -> BatchResult:
+        return await (await self._svc()).ingest_rows(batch)
+
+    @idempotent  # records it holds are kept
+    async def add_learned_records(
+        self, patterns: list[Pattern], heuristics: list[Heuristic]
+    ) -> dict[str, int]:
+        return await (await self._svc()).add_learned_records(patterns, heuristics)
 
     @idempotent
     async def sync_memories(self) -> RepairReport:

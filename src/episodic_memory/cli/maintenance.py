@@ -1,9 +1,15 @@
 """Moving and mending data: ``export``, ``import``, ``sync``, ``migrate``.
 
-``export`` and ``import`` work on the store directly (see ``episodic_memory.transfer`` for
-why). With an address, ``export`` first has the served memory flush and finish learning, then
-reads the database the service uses — from this machine, so run it on the storage node or use
-a remote libSQL URL; ``import`` refuses a memory that is being served.
+``export`` works on the store directly (see ``episodic_memory.transfer`` for why): with an
+address it first has the served memory flush and finish learning, then reads the database the
+service uses — from this machine, so run it on the storage node or use a remote libSQL URL.
+
+``import`` takes two roads. An export into a memory nobody serves is copied below it, as an
+exact copy (``transfer.import_memory``; ``--merge`` into a used one). Everything else — any file
+into a served memory (``--address``/``--backend ray``), or a plain JSON Lines file of episodes —
+goes through ``bulk_ingest`` (``episodic_memory.ingest``): large batches, a progress bar, and a
+checkpoint beside the file so the same command resumes after a crash. A served memory keeps
+what it holds (an import there always merges).
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from episodic_memory.cli.common import (
 )
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.sanitize import redact
-from episodic_memory.errors import ServiceError
-from episodic_memory.transfer import export_memory, import_memory
+from episodic_memory.ingest import DEFAULT_BATCH_SIZE
+from episodic_memory.memory import SelfLearningMemory
+from episodic_memory.transfer import export_memory, import_memory, is_export
 
 __all__ = ["register"]
 
@@ -47,13 +54,28 @@ def register(add: Registry) -> None:
     export.set_defaults(run=run_export)
     load = add(
         "import",
-        "load an export into an empty memory (or --merge into a used one)",
+        "load an export or a JSON Lines file of episodes (into a served memory: bulk ingest)",
         "  episodic-memory import backup.jsonl.gz --data-dir ./new-memory\n"
-        "  episodic-memory import backup.jsonl --merge   # finishes an interrupted import",
+        "  episodic-memory import backup.jsonl --merge   # finishes an interrupted offline copy\n"
+        "  episodic-memory import history.jsonl --address auto   # bulk ingest, resumable\n"
+        "  episodic-memory import history.jsonl --data-dir ./memory --batch-size 5000 --no-learn",
     )
     with_options(load)
-    load.add_argument("path", type=Path, help="a file written by export")
+    load.add_argument("path", type=Path, help="a file written by export, or one episode per line")
     load.add_argument("--merge", action="store_true", help="keep existing records, add the rest")
+    bulk = load.add_argument_group("bulk ingest (a served memory, or a file of episodes)")
+    bulk.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="episodes per transaction"
+    )
+    bulk.add_argument(
+        "--checkpoint", type=Path, help="resume file (default: <path>.checkpoint, beside it)"
+    )
+    bulk.add_argument(
+        "--no-checkpoint", action="store_true", help="keep no resume file (reruns skip stored)"
+    )
+    bulk.add_argument(
+        "--no-learn", action="store_true", help="store them learned: no patterns from them"
+    )
     load.set_defaults(run=run_import)
     sync = add(
         "sync",
@@ -95,16 +117,43 @@ async def run_import(args: argparse.Namespace) -> int:
     if backend_of(args, config) == "ray":
         connect_ray(config)
         if served(config):
-            raise ServiceError(
-                f"memory {config.ray.memory_name!r} is being served: stop it first "
-                "('episodic-memory stop'), import into its data folder, then serve it again"
-            )
+            async with attach(config) as memory:
+                return await _bulk_import(args, memory)
+    if not await asyncio.to_thread(is_export, args.path):
+        memory = await SelfLearningMemory.open(config, backend="in_process")
+        try:
+            return await _bulk_import(args, memory)
+        finally:
+            await memory.close()
     with progress_bar(f"importing {args.path}") as update:
         report = await import_memory(config, args.path, merge=args.merge, progress=update)
     emit(
         args,
         {"path": report.path, "added": report.counts, "skipped": report.skipped},
         lambda: stdout.print(f"imported {report.counts} (kept existing: {report.skipped})"),
+    )
+    return 0
+
+
+async def _bulk_import(args: argparse.Namespace, memory: SelfLearningMemory) -> int:
+    checkpoint: bool | Path = False if args.no_checkpoint else (args.checkpoint or True)
+    with progress_bar(f"ingesting {args.path}") as update:
+        report = await memory.import_file(
+            args.path,
+            batch_size=args.batch_size,
+            progress=update,
+            checkpoint=checkpoint,
+            learn=not args.no_learn,
+        )
+    data = {"path": str(args.path), **report.to_json()}
+    resumed = f" (resumed after line {report.resumed_from})" if report.resumed_from else ""
+    emit(
+        args,
+        data,
+        lambda: stdout.print(
+            f"ingested {report.episodes} episode(s), {report.steps} step(s); kept "
+            f"{report.skipped} already stored{resumed}; {report.episodes_per_s:.0f} episodes/s"
+        ),
     )
     return 0
 

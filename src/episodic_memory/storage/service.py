@@ -34,6 +34,7 @@ from episodic_memory.errors import (
     StorageError,
     ValidationError,
 )
+from episodic_memory.storage import bulk
 from episodic_memory.storage.base import (
     EpisodeQuery,
     EpisodeStore,
@@ -360,6 +361,49 @@ class StorageService:
         """Stored vectors of ``model`` in pages (to rebuild an index after a restart)."""
         async for page in self.store.iter_embeddings(model, batch_size):
             yield page
+
+    # --- bulk ingest ------------------------------------------------------------------------
+    async def stored_episode_ids(self, episode_ids: Sequence[str]) -> list[str]:
+        """Which of these episodes are stored (any status): ingest skips them."""
+        return sorted(await bulk.stored_ids(self.store, episode_ids))
+
+    async def ingest_rows(self, batch: bulk.IngestRows) -> bulk.BatchResult:
+        """Write a prepared ingest batch (``storage/bulk.py``): steps, vectors, headers and
+        learned marks of the episodes not stored yet, in one transaction (file store).
+
+        The cache is left alone: ingested episodes are cached when first read, so a million of
+        them do not churn it.
+        """
+        result = await bulk.write_rows(self.store, batch, self.config.storage.write_batch_size)
+        written = set(result.written)
+        marked = [r.episode_id for r in batch.episodes if r.learned and r.episode_id in written]
+        self._remember_learned(marked)
+        return result
+
+    async def add_learned_records(
+        self, patterns: Sequence[Pattern], heuristics: Sequence[Heuristic]
+    ) -> dict[str, int]:
+        """Add patterns and heuristics this memory lacks (an import); ones it has are kept.
+
+        Serialised with ``merge_learning`` and folded into the in-memory state only after
+        libSQL accepted them, like a learning delta.
+        """
+        async with self._learning_lock:
+            new_p = {p.pattern_id: p for p in patterns if p.pattern_id not in self._patterns}
+            new_h = {
+                h.heuristic_id: h for h in heuristics if h.heuristic_id not in self._heuristics
+            }
+            if new_p or new_h:
+                await self.store.commit_learning(list(new_p.values()), list(new_h.values()), [])
+            self._patterns.update(new_p)
+            self._heuristics.update(new_h)
+        if new_p and self.cache is not None:
+            await self._cache_call(self.cache.put_patterns, list(new_p.values()))
+        return {
+            "patterns": len(new_p),
+            "heuristics": len(new_h),
+            "skipped": len(patterns) + len(heuristics) - len(new_p) - len(new_h),
+        }
 
     # --- maintenance ------------------------------------------------------------------------
     async def sync_memories(self) -> RepairReport:
