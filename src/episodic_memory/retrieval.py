@@ -16,6 +16,7 @@ domain, is the plan, and patterns, rules and the top episodes add confidence whe
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -38,7 +39,7 @@ from episodic_memory.core.patterns import (
 )
 from episodic_memory.core.ranking import DEFAULT_WEIGHTS, Candidate, RankingWeights, RankQuery, rank
 from episodic_memory.errors import ValidationError
-from episodic_memory.storage.base import KeywordHit, RetrievalSlate
+from episodic_memory.storage.base import RetrievalSlate
 
 __all__ = [
     "IndexAPI",
@@ -73,6 +74,7 @@ class StorageAPI(Protocol):
         domain: str | None,
         task_type: str | None,
         limit: int,
+        learned_version: str | None = None,
     ) -> RetrievalSlate: ...
 
     async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]: ...
@@ -182,6 +184,34 @@ def suggest_tools(
     return merged
 
 
+class _LearnedCache:
+    """Each domain's patterns and heuristics as last sent, with the store's version of them.
+
+    They change only when something is learned, so the store leaves them out of a slate
+    while the version asked for is current; bounded to the ``DOMAINS`` most recently used.
+    """
+
+    DOMAINS = 256
+
+    def __init__(self) -> None:
+        self._held: OrderedDict[str, tuple[str, list[Pattern], list[Heuristic]]] = OrderedDict()
+
+    def version(self, domain: str) -> str | None:
+        held = self._held.get(domain)
+        return held[0] if held is not None else None
+
+    def update(self, domain: str, slate: RetrievalSlate) -> tuple[list[Pattern], list[Heuristic]]:
+        held = self._held.get(domain)
+        if slate.learned_unchanged and held is not None:
+            self._held.move_to_end(domain)
+            return held[1], held[2]
+        self._held[domain] = (slate.learned_version, slate.patterns, slate.heuristics)
+        self._held.move_to_end(domain)
+        while len(self._held) > self.DOMAINS:
+            self._held.popitem(last=False)
+        return slate.patterns, slate.heuristics
+
+
 class Retriever:
     """``retrieve(description, context, limit)`` over an index (optional) and a store."""
 
@@ -207,6 +237,7 @@ class Retriever:
         self.max_tools = max_tools
         self.classify = classify
         self.clock = clock
+        self._learned = _LearnedCache()
 
     async def _semantic(
         self, description: str, context: TaskContext, k: int
@@ -245,19 +276,21 @@ class Retriever:
                 domain=domain,
                 task_type=task_type,
                 limit=n,
+                learned_version=self._learned.version(domain),
             ),
         )
-        keyword, patterns, heuristics = slate.keyword, slate.patterns, slate.heuristics
+        keyword = slate.keyword
+        patterns, heuristics = self._learned.update(domain, slate)
         candidates = dict(slate.candidates)
         learned = predicted.neighbours[:n]
-        asked = {hit.episode_id for hit in keyword} | set(slate.metadata)
+        asked = {episode_id for episode_id, _ in keyword} | set(slate.metadata)
         wanted = [i for i, _ in semantic] + [i for i, _ in learned]
         missing = [i for i in dict.fromkeys(wanted) if i not in asked]
         if missing:
             candidates.update(await self.storage.candidates(missing))
         sources = {
             "semantic": semantic,
-            "keyword": [(hit.episode_id, hit.score) for hit in keyword],
+            "keyword": keyword,
             "learned": learned,
             "metadata": [(i, 0.0) for i in slate.metadata],
         }
@@ -334,7 +367,7 @@ def _tool_votes(
 def _explain(
     candidates: Mapping[str, Candidate],
     semantic: Sequence[tuple[str, float]],
-    keyword: Sequence[KeywordHit],
+    keyword: Sequence[tuple[str, float]],
     domain: str,
     index: IndexAPI | None,
 ) -> str:

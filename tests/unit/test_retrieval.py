@@ -72,6 +72,8 @@ class MemoryStorage:
             self.text.add(e.episode_id, e.task_description)
         self.barrier: asyncio.Barrier | None = None
         self.calls: list[str] = []
+        self.learned_version = "v1"
+        self.versions_asked: list[str | None] = []
 
     async def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -107,18 +109,23 @@ class MemoryStorage:
         domain: str | None,
         task_type: str | None,
         limit: int,
+        learned_version: str | None = None,
     ) -> RetrievalSlate:
         await self._enter("slate")
         keyword = await self.keyword_search(text, keyword_domain, limit)
         metadata = [
             e.episode_id for e in await self.candidates_by_metadata(domain, task_type, limit)
         ]
+        self.versions_asked.append(learned_version)
+        unchanged = learned_version == self.learned_version
         return RetrievalSlate(
-            keyword=keyword,
+            keyword=[(hit.episode_id, hit.score) for hit in keyword],
             metadata=metadata,
             candidates=await self.candidates([hit.episode_id for hit in keyword] + metadata),
-            patterns=[p for p in self._patterns if p.domain == domain],
-            heuristics=[h for h in self._heuristics if h.domain == domain],
+            patterns=[] if unchanged else [p for p in self._patterns if p.domain == domain],
+            heuristics=[] if unchanged else [h for h in self._heuristics if h.domain == domain],
+            learned_version=self.learned_version,
+            learned_unchanged=unchanged,
         )
 
 
@@ -251,9 +258,17 @@ async def test_patterns_and_heuristics_that_apply_are_attached_and_others_droppe
         ),
     ]
     storage = MemoryStorage(EPISODES, patterns, heuristics)
-    result = await retriever(storage).retrieve("cancel my pending order", RETAIL)
-    assert [p.pattern_id for p in result.patterns] == ["seq", "rec"]
-    assert [h.heuristic_id for h in result.heuristics] == ["h-cancel"]
+    memory = retriever(storage)
+    for _ in range(2):  # the second time from the retriever's copy: the store's is unchanged
+        result = await memory.retrieve("cancel my pending order", RETAIL)
+        assert [p.pattern_id for p in result.patterns] == ["seq", "rec"]
+        assert [h.heuristic_id for h in result.heuristics] == ["h-cancel"]
+    assert storage.versions_asked == [None, "v1"]
+    # Something was learned: the store's version moves on and the new records are sent.
+    storage._patterns = [patterns[0].model_copy(update={"pattern_id": "seq-2"})]
+    storage.learned_version = "v2"
+    result = await memory.retrieve("cancel my pending order", RETAIL)
+    assert [p.pattern_id for p in result.patterns] == ["seq-2"]
 
 
 async def test_suggested_tools_follow_the_order_similar_tasks_used() -> None:

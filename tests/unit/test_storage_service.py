@@ -315,3 +315,37 @@ async def test_a_second_service_on_the_same_folder_in_one_process_is_refused(
     with pytest.raises(StorageError, match="already open in this process"):
         await StorageService.open(service.config)
     assert await service.get_episodes(["ep-001"]) == []  # the first one is unaffected
+
+
+async def test_a_retrieval_slate_leaves_out_learned_records_the_caller_holds(
+    service: StorageService,
+) -> None:
+    sealed = await record(service, 1)
+    await service.merge_learning(learn([sealed]))
+    first = await service.retrieval_slate(
+        "step", keyword_domain="web", domain="web", task_type=None, limit=5
+    )
+    assert first.patterns
+    assert not first.learned_unchanged
+    assert sealed.episode_id in first.candidates
+    again = await service.retrieval_slate(
+        "step",
+        keyword_domain="web",
+        domain="web",
+        task_type=None,
+        limit=5,
+        learned_version=first.learned_version,
+    )
+    assert (again.learned_unchanged, again.patterns, again.heuristics) == (True, [], [])
+    await service.merge_learning(learn([await record(service, 2)]))
+    after = await service.retrieval_slate(
+        "step",
+        keyword_domain="web",
+        domain="web",
+        task_type=None,
+        limit=5,
+        learned_version=first.learned_version,
+    )
+    assert after.learned_version != first.learned_version
+    assert after.patterns
+    assert not after.learned_unchanged

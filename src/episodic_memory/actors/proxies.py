@@ -94,8 +94,11 @@ class StorageProxy:
         domain: str | None,
         task_type: str | None,
         limit: int,
+        learned_version: str | None = None,
     ) -> RetrievalSlate:
-        ref = self.handle.retrieval_slate.remote(text, keyword_domain, domain, task_type, limit)
+        ref = self.handle.retrieval_slate.remote(
+            text, keyword_domain, domain, task_type, limit, learned_version
+        )
         result: RetrievalSlate = await call(ref, "storage.retrieval_slate")
         return result
 

@@ -135,9 +135,15 @@ class StorageActor:
         domain: str | None,
         task_type: str | None,
         limit: int,
+        learned_version: str | None = None,
     ) -> RetrievalSlate:
         return await (await self._svc()).retrieval_slate(
-            text, keyword_domain=keyword_domain, domain=domain, task_type=task_type, limit=limit
+            text,
+            keyword_domain=keyword_domain,
+            domain=domain,
+            task_type=task_type,
+            limit=limit,
+            learned_version=learned_version,
         )
 
     @idempotent

@@ -47,15 +47,21 @@ class KeywordHit(Record):
 class RetrievalSlate:
     """Everything the store contributes to one retrieval, in one call (one actor round trip).
 
-    ``keyword`` and ``metadata`` are the two store-side candidate lists, best first;
-    ``candidates`` holds the ranking rows of every completed episode they name.
+    ``keyword`` (``(episode_id, score)``) and ``metadata`` are the two store-side candidate
+    lists, best first; ``candidates`` holds the ranking rows of every completed episode they
+    name. Plain tuples and dataclasses: this crosses a process boundary on every query, and a
+    pydantic model costs ~60 µs there. ``learned_version`` names the state of the patterns and
+    heuristics; when the caller already holds that version they are left out
+    (``learned_unchanged``), since they change only when something is learned.
     """
 
-    keyword: list[KeywordHit] = field(default_factory=list)
+    keyword: list[tuple[str, float]] = field(default_factory=list)
     metadata: list[str] = field(default_factory=list)
     candidates: dict[str, Candidate] = field(default_factory=dict)
     patterns: list[Pattern] = field(default_factory=list)
     heuristics: list[Heuristic] = field(default_factory=list)
+    learned_version: str = ""
+    learned_unchanged: bool = False
 
 
 class StoredEmbedding(Record):

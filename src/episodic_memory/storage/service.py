@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TypeVar
@@ -92,6 +93,8 @@ class StorageService:
         self._heuristics: dict[str, Heuristic] = {h.heuristic_id: h for h in heuristics}
         self._learned: OrderedDict[str, None] = OrderedDict()
         self._learning_lock = asyncio.Lock()
+        # A new token per process: a client's cached version never matches a restarted service.
+        self._learned_version = f"{uuid.uuid4().hex}:0"
         self._cache_errors = 0
         self._closed = False
         self.folder_lock: FolderLock | None = None
@@ -283,19 +286,29 @@ class StorageService:
         domain: str | None,
         task_type: str | None,
         limit: int,
+        learned_version: str | None = None,
     ) -> RetrievalSlate:
         """The store's share of one retrieval: full-text and metadata candidates as ranking
-        rows, with the domain's patterns and heuristics — one call instead of five."""
+        rows, with the domain's patterns and heuristics — one call instead of five. Patterns
+        and heuristics are left out when ``learned_version`` is still current."""
         keyword, metadata = await self.store.candidate_ids(
             text, keyword_domain, domain, task_type, limit
         )
+        unchanged = learned_version == self._learned_version
         return RetrievalSlate(
-            keyword=keyword,
+            keyword=[(hit.episode_id, hit.score) for hit in keyword],
             metadata=metadata,
             candidates=await self.candidates([hit.episode_id for hit in keyword] + metadata),
-            patterns=await self.patterns(domain),
-            heuristics=await self.heuristics(domain),
+            patterns=[] if unchanged else await self.patterns(domain),
+            heuristics=[] if unchanged else await self.heuristics(domain),
+            learned_version=self._learned_version,
+            learned_unchanged=unchanged,
         )
+
+    def _learned_changed(self) -> None:
+        """Patterns or heuristics changed: retrieval callers must fetch them again."""
+        nonce, count = self._learned_version.split(":")
+        self._learned_version = f"{nonce}:{int(count) + 1}"
 
     # --- learning ---------------------------------------------------------------------------
     async def merge_learning(self, delta: LearningDelta) -> dict[str, int]:
@@ -323,6 +336,7 @@ class StorageService:
             await self.store.commit_learning(patterns, heuristics, fresh)
             self._patterns.update((p.pattern_id, p) for p in patterns)
             self._heuristics.update((h.heuristic_id, h) for h in heuristics)
+            self._learned_changed()
             self._remember_learned(fresh)
         if patterns and self.cache is not None:
             await self._cache_call(self.cache.put_patterns, patterns)
@@ -397,6 +411,7 @@ class StorageService:
                 await self.store.commit_learning(list(new_p.values()), list(new_h.values()), [])
             self._patterns.update(new_p)
             self._heuristics.update(new_h)
+            self._learned_changed()
         if new_p and self.cache is not None:
             await self._cache_call(self.cache.put_patterns, list(new_p.values()))
         return {
