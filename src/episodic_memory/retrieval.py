@@ -54,13 +54,12 @@ _UNSPECIFIED_DOMAIN = "general"  # TaskContext's default: the caller did not say
 
 
 class IndexAPI(Protocol):
-    """The IndexService's retrieval surface, awaited (in-process wrapper or actor adapter)."""
+    """The IndexService's retrieval surface, awaited (in-process wrapper or actor adapter):
+    the ``k`` nearest vectors and the tool prediction, in one call."""
 
-    async def search(
+    async def retrieval_hints(
         self, description: str, context: TaskContext, k: int
-    ) -> list[tuple[str, float]]: ...
-
-    async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction: ...
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]: ...
 
 
 class StorageAPI(Protocol):
@@ -239,17 +238,12 @@ class Retriever:
         self.clock = clock
         self._learned = _LearnedCache()
 
-    async def _semantic(
+    async def _hints(
         self, description: str, context: TaskContext, k: int
-    ) -> list[tuple[str, float]]:
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]:
         if self.index is None:
-            return []
-        return await self.index.search(description, context, k)
-
-    async def _predicted(self, description: str, context: TaskContext) -> ToolPrediction:
-        if self.index is None:
-            return ToolPrediction()
-        return await self.index.predict_tools(description, context)
+            return [], ToolPrediction()
+        return await self.index.retrieval_hints(description, context, k)
 
     async def retrieve(
         self, description: str, context: TaskContext | None = None, limit: int = 5
@@ -267,9 +261,8 @@ class Retriever:
         domain = context.domain
         known_domain = None if domain == _UNSPECIFIED_DOMAIN else domain
         n = max(self.candidates_per_source, 2 * limit)
-        semantic, predicted, slate = await asyncio.gather(
-            self._semantic(description, context, n),
-            self._predicted(description, context),
+        (semantic, predicted), slate = await asyncio.gather(
+            self._hints(description, context, n),
             self.storage.retrieval_slate(
                 description,
                 keyword_domain=known_domain,

@@ -44,15 +44,11 @@ class LocalIndex:
         if self.barrier is not None:
             await asyncio.wait_for(self.barrier.wait(), timeout=5)
 
-    async def search(
+    async def retrieval_hints(
         self, description: str, context: TaskContext, k: int
-    ) -> list[tuple[str, float]]:
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]:
         await self._enter()
-        return self.service.search(description, context, k)
-
-    async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
-        await self._enter()
-        return self.service.predict_tools(description, context)
+        return self.service.retrieval_hints(description, context, k)
 
 
 class MemoryStorage:
@@ -192,7 +188,7 @@ async def test_all_sources_are_queried_concurrently_and_the_store_once() -> None
     memory = retriever(storage)
     index = memory.index
     assert isinstance(index, LocalIndex)
-    barrier = asyncio.Barrier(3)  # vector search, tool prediction and the store's slate at once
+    barrier = asyncio.Barrier(2)  # the index's hints and the store's slate at once
     storage.barrier = index.barrier = barrier
     result = await memory.retrieve("return a delivered item", RETAIL)
     assert storage.calls[0] == "slate"

@@ -93,6 +93,12 @@ class IndexActor:
         return await (await self._idx()).predict_tools(description, context)
 
     @idempotent
+    async def retrieval_hints(
+        self, description: str, context: TaskContext, k: int
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]:
+        return await (await self._idx()).retrieval_hints(description, context, k)
+
+    @idempotent
     async def save(self) -> None:
         await (await self._idx()).save()
 

@@ -64,6 +64,11 @@ class ThreadedIndex:
     async def predict_tools(self, description: str, context: TaskContext) -> ToolPrediction:
         return await self._query(self.service.predict_tools, description, context)
 
+    async def retrieval_hints(
+        self, description: str, context: TaskContext, k: int
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]:
+        return await self._query(self.service.retrieval_hints, description, context, k)
+
     async def load(self) -> LoadResult:
         return await self._run(self.service.load)
 

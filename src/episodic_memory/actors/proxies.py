@@ -181,6 +181,15 @@ class IndexProxy:
         result: ToolPrediction = await call(ref, "index.predict_tools")
         return result
 
+    async def retrieval_hints(
+        self, description: str, context: TaskContext, k: int
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]:
+        ref = self.handle.retrieval_hints.remote(description, context, k)
+        result: tuple[list[tuple[str, float]], ToolPrediction] = await call(
+            ref, "index.retrieval_hints"
+        )
+        return result
+
     async def observe(self, episodes: list[Episode]) -> None:
         await call(self.handle.observe.remote(episodes), "index.observe")
 

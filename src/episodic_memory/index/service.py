@@ -165,6 +165,13 @@ class IndexService:
             reliability=min(max(reliability, 0.0), 1.0),
         )
 
+    def retrieval_hints(
+        self, description: str, context: TaskContext, k: int
+    ) -> tuple[list[tuple[str, float]], ToolPrediction]:
+        """``search`` and ``predict_tools`` together: what retrieval asks of the index, in one
+        call (one actor round trip instead of two)."""
+        return self.search(description, context, k), self.predict_tools(description, context)
+
     # --- persistence --------------------------------------------------------------------
     def save(self) -> None:
         """Persist vectors and predictor state under ``index_dir`` (no-op without one)."""
