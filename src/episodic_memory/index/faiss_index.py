@@ -69,7 +69,7 @@ class VectorIndex:
         dim: int,
         *,
         model: str = "",
-        approximate_threshold: int = 20_000,
+        approximate_threshold: int = 10_000,
         options: IndexOptions | None = None,
         compact_ratio: float = 0.2,
         background: bool = True,
@@ -234,11 +234,11 @@ class VectorIndex:
         """Persist the current index and id map (see ``vector_files``); a running build's
         result is not waited for: the next save, or a rebuild on load, catches up.
 
-        The lock is held only to copy the index into memory, not while writing files.
+        The lock is held only to clone the index in memory (a memcpy), not while writing.
         """
         with self._save_lock:
             with self._lock, faiss_errors("save"):
-                index_bytes = faiss.serialize_index(self._part.index)
+                clone = faiss.clone_index(self._part.index)
                 ids = list(self._int_of)
                 labels = np.fromiter(self._int_of.values(), dtype=np.int64, count=len(ids))
                 dead = np.fromiter(self._part.dead, dtype=np.int64, count=len(self._part.dead))
@@ -250,7 +250,7 @@ class VectorIndex:
                     "next_label": self._next_label,
                     "built_for": self._built_for,
                 }
-            write_saved(directory, meta, index_bytes, labels, ids, dead)
+            write_saved(directory, meta, clone, labels, ids, dead)
 
     @classmethod
     def load(cls, directory: Path, *, model: str, dim: int, **options: Any) -> VectorIndex | None:

@@ -86,10 +86,10 @@ class IndexOptions:
     ivf_nlist: int = 0  # 0: about sqrt(N) lists, chosen at each build
     ivf_nprobe: int = 8
     ivf_train_iterations: int = 10
-    build_threads: int = 2
+    build_threads: int = 1  # a busy 2-core host built no faster with 2 (OpenMP spin-waits)
 
     @classmethod
-    def from_config(cls, config: IndexConfig, build_threads: int = 2) -> IndexOptions:
+    def from_config(cls, config: IndexConfig) -> IndexOptions:
         return cls(
             approximate_kind=config.approximate_kind,
             encoding=config.approximate_encoding,
@@ -99,7 +99,7 @@ class IndexOptions:
             ivf_nlist=config.ivf_nlist,
             ivf_nprobe=config.ivf_nprobe,
             ivf_train_iterations=config.ivf_train_iterations,
-            build_threads=build_threads,
+            build_threads=config.build_threads,
         )
 
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import orjson
 
 from episodic_memory.errors import StorageError
+from episodic_memory.index.kinds import faiss_errors
 
 __all__ = ["FORMAT", "META_FILE", "SavedIndex", "read_saved", "write_saved"]
 
@@ -57,7 +58,7 @@ class SavedIndex:
 def write_saved(
     directory: Path,
     meta: dict[str, Any],
-    index_bytes: npt.NDArray[np.uint8],
+    index: Any,
     labels: npt.NDArray[np.int64],
     ids: list[str],
     dead: npt.NDArray[np.int64],
@@ -69,9 +70,9 @@ def write_saved(
     blob = _SEPARATOR.join(ids).encode("utf-8", "surrogatepass")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with index_path.open("wb") as file:
-            index_bytes.tofile(file)
-            os.fsync(file.fileno())
+        with faiss_errors("save"):
+            faiss.write_index(index, str(index_path))
+        _sync_path(index_path)
         with ids_path.open("wb") as file:
             np.savez(file, labels=labels, dead=dead, ids=np.frombuffer(blob, dtype=np.uint8))
             file.flush()
@@ -134,6 +135,14 @@ def read_saved(directory: Path, *, model: str, dim: int) -> SavedIndex | None:
 
 def _format_of(meta: object) -> object:
     return meta.get("format") if isinstance(meta, dict) else None
+
+
+def _sync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _sync_directory(directory: Path) -> None:
