@@ -64,8 +64,9 @@ def test_filter_values_travel_as_parameters_never_as_sql_text(value: str) -> Non
     query = EpisodeQuery(domain=value or "d", task_type=value or "t")
     statement, params = sql.list_episodes(query)
     assert (value or "d") in params
-    if len(value) > 3:
-        assert value not in statement
+    # The SQL text is the same whatever the values: they never reach it. (Searching the text
+    # for the value gave false alarms: 'type' is part of the column name task_type.)
+    assert statement == sql.list_episodes(EpisodeQuery(domain="d", task_type="t"))[0]
 
 
 def test_list_episodes_uses_only_indexed_filters_and_newest_first() -> None:

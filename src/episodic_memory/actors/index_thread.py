@@ -13,21 +13,24 @@ uses it too).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from pydantic import JsonValue
 
 from episodic_memory.core.context import ToolPrediction
 from episodic_memory.core.models import Episode, TaskContext
 from episodic_memory.index.service import IndexService, LoadResult
-from episodic_memory.storage.base import EpisodeQuery, StoredEmbedding
+from episodic_memory.storage.base import StoredEmbedding
 
 __all__ = ["IndexSource", "ThreadedIndex", "restore_index"]
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 class ThreadedIndex:
@@ -75,6 +78,9 @@ class ThreadedIndex:
     async def rebuild(self, embeddings: list[StoredEmbedding]) -> int:
         return await self._run(self.service.rebuild, embeddings)
 
+    async def rebuild_vectors(self, ids: list[str], matrix: np.ndarray) -> int:
+        return await self._run(self.service.rebuild_vectors, ids, matrix)
+
     async def save(self) -> None:
         self.dirty = False
         await self._run(self.service.save)
@@ -94,17 +100,42 @@ class IndexSource(Protocol):
         self, model: str, batch_size: int = 1000
     ) -> AsyncIterator[list[StoredEmbedding]]: ...
 
-    async def list_episodes(self, query: EpisodeQuery) -> list[Episode]: ...
+    def iter_completed(self, batch_size: int = 500) -> AsyncIterator[list[Episode]]: ...
 
     async def stats(self) -> dict[str, dict[str, int]]: ...
+
+
+async def _stored_vectors(
+    index: ThreadedIndex, storage: IndexSource, expected: int
+) -> tuple[list[str], np.ndarray]:
+    """Every stored vector of the index's embedder, page by page into one preallocated matrix
+    (1M vectors are 4 GB as float32: never also held as a list of records)."""
+    embedder = index.service.embedder
+    assert embedder is not None
+    matrix = np.empty((max(expected, 1), embedder.dim), dtype=np.float32)
+    ids: list[str] = []
+    skipped = 0
+    async for page in storage.iter_embeddings(embedder.name):
+        for stored in page:
+            if not index.service.fits(stored):
+                skipped += 1
+                continue
+            if len(ids) == len(matrix):  # more than counted: written meanwhile
+                matrix = np.concatenate([matrix, np.empty_like(matrix)])
+            matrix[len(ids)] = np.frombuffer(stored.vector, dtype="<f4")
+            ids.append(stored.episode_id)
+    if skipped:
+        log.warning("index rebuild skipped %d vector(s) not made by %s", skipped, embedder.name)
+    return ids, matrix[: len(ids)]
 
 
 async def restore_index(index: ThreadedIndex, storage: IndexSource) -> None:
     """Load the saved index, then make it level with storage, the truth.
 
     Vectors are rebuilt from the stored embeddings when the saved set is missing or a
-    different size; the tool predictor relearns from the stored successes when its state is
-    missing. Both are cheap next to re-embedding (the vectors are stored).
+    different size; the tool predictor relearns from the stored successes (streamed oldest
+    first, keyset-paged) when its state is missing. Both are cheap next to re-embedding (the
+    vectors are stored).
     """
     loaded = await index.load()
     embedder = index.service.embedder
@@ -112,15 +143,9 @@ async def restore_index(index: ThreadedIndex, storage: IndexSource) -> None:
         stored = (await storage.stats())["tables"].get("embeddings", 0)
         held = index.service.vectors
         if not loaded.vectors or held is None or len(held) != stored:
-            vectors: list[StoredEmbedding] = []
-            async for page in storage.iter_embeddings(embedder.name):
-                vectors.extend(page)
-            await index.rebuild(vectors)
+            ids, matrix = await _stored_vectors(index, storage, stored)
+            await index.rebuild_vectors(ids, matrix)
     if not loaded.predictor:
-        offset = 0
-        while episodes := await storage.list_episodes(
-            EpisodeQuery(status="completed", with_steps=True, limit=500, offset=offset)
-        ):
+        async for episodes in storage.iter_completed(500):
             await index.observe(episodes)
-            offset += len(episodes)
     index.dirty = not (loaded.vectors and loaded.predictor)

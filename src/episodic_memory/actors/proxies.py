@@ -133,6 +133,12 @@ class StorageProxy:
             page: list[StoredEmbedding] = await call(ref, "storage.iter_embeddings")
             yield page
 
+    async def iter_completed(self, batch_size: int = 500) -> AsyncIterator[list[Episode]]:
+        """Completed episodes with steps, oldest first, streamed from the storage actor."""
+        async for ref in self.handle.iter_completed.remote(batch_size):
+            page: list[Episode] = await call(ref, "storage.iter_completed")
+            yield page
+
     async def stored_episode_ids(self, episode_ids: Sequence[str]) -> list[str]:
         ref = self.handle.stored_episode_ids.remote(list(episode_ids))
         result: list[str] = await call(ref, "storage.stored_episode_ids")

@@ -179,6 +179,11 @@ class StorageActor:
     ) -> dict[str, int]:
         return await (await self._svc()).add_learned_records(patterns, heuristics)
 
+    @ray.method(num_returns="streaming")
+    async def iter_completed(self, batch_size: int = 500) -> AsyncIterator[list[Episode]]:
+        async for page in (await self._svc()).iter_completed(batch_size):
+            yield page
+
     @idempotent
     async def sync_memories(self) -> RepairReport:
         return await (await self._svc()).sync_memories()

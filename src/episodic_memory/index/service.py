@@ -106,23 +106,34 @@ class IndexService:
         Returns how many were indexed. Built in one pass, so a large memory goes straight to
         the approximate index instead of through the exact one.
         """
-        fresh = self._new_index()
-        if fresh is None or self.embedder is None:
+        if self.embedder is None:
             return 0
-        name, dim = self.embedder.name, self.embedder.dim
-        ids: list[str] = []
-        rows: list[np.ndarray] = []
-        skipped = 0
+        ids, rows, skipped = [], [], 0
         for stored in embeddings:
-            if stored.model != name or stored.dim != dim or len(stored.vector) != dim * 4:
+            if self.fits(stored):
+                ids.append(stored.episode_id)
+                rows.append(np.frombuffer(stored.vector, dtype="<f4"))
+            else:
                 skipped += 1
-                continue
-            ids.append(stored.episode_id)
-            rows.append(np.frombuffer(stored.vector, dtype="<f4"))
         if skipped:
-            log.warning("index rebuild skipped %d vector(s) not made by %s", skipped, name)
-        if ids:
-            fresh.add(ids, np.stack(rows).astype(np.float32))
+            log.warning("index rebuild skipped %d vector(s) not made by the embedder", skipped)
+        matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.embedder.dim))
+        return self.rebuild_vectors(ids, matrix)
+
+    def fits(self, stored: StoredEmbedding) -> bool:
+        """Whether a stored vector was made by this embedder (a rebuild skips the others)."""
+        if self.embedder is None:
+            return False
+        name, dim = self.embedder.name, self.embedder.dim
+        return stored.model == name and stored.dim == dim and len(stored.vector) == dim * 4
+
+    def rebuild_vectors(self, ids: Sequence[str], matrix: np.ndarray) -> int:
+        """Replace the index with ``matrix`` (one row per id, this embedder's dimension)."""
+        fresh = self._new_index()
+        if fresh is None:
+            return 0
+        if len(ids):
+            fresh.add(list(ids), np.ascontiguousarray(matrix, dtype=np.float32))
         self.vectors = fresh
         return len(fresh)
 

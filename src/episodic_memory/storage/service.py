@@ -420,6 +420,13 @@ class StorageService:
             "skipped": len(patterns) + len(heuristics) - len(new_p) - len(new_h),
         }
 
+    async def iter_completed(self, batch_size: int = 500) -> AsyncIterator[list[Episode]]:
+        """Completed episodes with steps, oldest first, in keyset-paged batches (relearning)."""
+        async for page in self.store.iter_episodes(batch_size):
+            completed = [e for e in page if e.status == "completed"]
+            if completed:
+                yield completed
+
     # --- maintenance ------------------------------------------------------------------------
     async def sync_memories(self) -> RepairReport:
         """Repair the cache from libSQL; an empty report when the cache is off."""
