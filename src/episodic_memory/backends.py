@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from episodic_memory.actors.episode_host import EpisodeHost
 from episodic_memory.actors.episode_state import CompletionResult
 from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
 from episodic_memory.actors.pipeline import LearningWorker, ServiceWriter
-from episodic_memory.config import MemoryConfig
+from episodic_memory.config import InputLimits, MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.core.patterns import Heuristic, Pattern
 from episodic_memory.core.task_type import classify_task
 from episodic_memory.index.service import IndexService
-from episodic_memory.ingest.prepare import Prepared
-from episodic_memory.ingest.run import BatchWriter
+from episodic_memory.ingest.run import IN_FLIGHT, BatchWriter
 from episodic_memory.retrieval import Retriever
 from episodic_memory.storage.base import EpisodeQuery
 from episodic_memory.storage.bulk import BatchResult
@@ -74,7 +74,11 @@ class Backend(Protocol):
     async def close(self, *, stop_service: bool = False) -> None: ...
 
     # bulk ingest (``episodic_memory.ingest``)
-    async def ingest(self, batch: Prepared) -> BatchResult: ...
+    ingest_parallelism: int
+
+    async def ingest(
+        self, items: Sequence[tuple[str, object]], *, learn: bool, limits: InputLimits
+    ) -> BatchResult: ...
 
     async def add_learned_records(
         self, patterns: list[Pattern], heuristics: list[Heuristic]
@@ -100,6 +104,7 @@ async def open_backend(
 
 class InProcessBackend:
     kind = "in_process"
+    ingest_parallelism = IN_FLIGHT
 
     def __init__(
         self,
@@ -173,8 +178,10 @@ class InProcessBackend:
             if not learned:
                 return  # done, or those are being learned elsewhere (settle() catches up)
 
-    async def ingest(self, batch: Prepared) -> BatchResult:
-        return await self._writer.write(batch)
+    async def ingest(
+        self, items: Sequence[tuple[str, object]], *, learn: bool, limits: InputLimits
+    ) -> BatchResult:
+        return await self._writer.prepare_and_write(items, learn=learn, limits=limits)
 
     async def add_learned_records(
         self, patterns: list[Pattern], heuristics: list[Heuristic]

@@ -317,7 +317,8 @@ class SelfLearningMemory:
         id already stored is kept as stored (``report.skipped``), so re-running is safe.
 
         A bad record raises ``ValidationError`` naming its position and field
-        (``episodes[17].steps.3.tool``); nothing of its batch is written, earlier batches are.
+        (``episodes[17].steps.3.tool``); nothing of its batch is written, earlier batches are
+        (fix it and rerun: what is stored is skipped).
         ``progress(done, total)`` is called after every committed batch. ``checkpoint``: a file
         recording how far the input is committed; a rerun with it resumes after the last
         committed batch (deleted when done). ``learn=True``: patterns and heuristics are

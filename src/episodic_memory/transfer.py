@@ -14,9 +14,12 @@ calls buys nothing when libSQL can be read directly, and an import must write *b
 service (raw upserts, learned marks, index files), which a running service would not see — it
 holds patterns and its index in memory. So: exporting a served memory is safe (it reads
 committed rows; steps still buffered in episode actors, at most ``flush_interval_s`` old, are
-not there yet — ``episodic-memory export --address`` flushes them first), while importing
-refuses a memory that is being served (its folder is locked; for a remote database the CLI
-checks by name) and, without ``merge``, one that holds anything.
+not there yet — ``episodic-memory export --address`` flushes them first), while
+``import_memory`` refuses a memory that is being served (its folder is locked) and, without
+``merge``, one that holds anything. Into a *served* memory, import through the service instead:
+``SelfLearningMemory.import_file`` (``episodic-memory import --address ...``) reads the same
+file with bulk ingest (``episodic_memory.ingest``) — batches through the storage actor,
+resumable, merging into what the memory holds.
 
 Exports come from storage, which holds only sanitized records; import sanitizes episodes again
 (a fixpoint for exported data), so a hand-edited file cannot bring a secret in. Embeddings are

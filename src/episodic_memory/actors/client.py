@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -21,16 +22,15 @@ from ray.util import metrics
 
 from episodic_memory.actors.batching import Coalescer
 from episodic_memory.actors.episode_state import CompletionResult
+from episodic_memory.actors.ingest_task import ingest_batch, parallel_batches
 from episodic_memory.actors.proxies import ActorGone, IndexProxy, StorageProxy, call
 from episodic_memory.actors.service import Service, connect, shard
-from episodic_memory.config import MemoryConfig
+from episodic_memory.config import InputLimits, MemoryConfig
 from episodic_memory.core.context import RetrievedContext
 from episodic_memory.core.models import Episode, ExecutionStep, TaskContext, TaskOutcome
 from episodic_memory.core.patterns import Heuristic, Pattern
 from episodic_memory.core.task_type import classify_task
 from episodic_memory.errors import ServiceError
-from episodic_memory.ingest.prepare import Prepared
-from episodic_memory.ingest.run import BatchWriter
 from episodic_memory.retrieval import Retriever
 from episodic_memory.storage.base import EpisodeQuery
 from episodic_memory.storage.bulk import BatchResult
@@ -89,7 +89,7 @@ class RayBackend:
         self._creates = Coalescer(self._create_many, max_items=self.config.storage.write_batch_size)
         self._index = IndexProxy(service.index)
         self._retriever = Retriever(self._storage, self._index, classify=classify_task)
-        self._writer = BatchWriter(self._storage, self._index, headers_only=True)
+        self.ingest_parallelism = parallel_batches()
         self._latency = metrics.Histogram(
             "episodic_memory_retrieval_latency_ms",
             "Latency of retrieve_relevant_context, as seen by the caller.",
@@ -201,10 +201,15 @@ class RayBackend:
         return found
 
     # --- bulk ingest ------------------------------------------------------------------------
-    async def ingest(self, batch: Prepared) -> BatchResult:
-        """One prepared batch: 3 actor calls (4 when it marks episodes learned), none per
-        episode — stored ids from storage, vectors from the index, one storage transaction."""
-        return await self._writer.write(batch)
+    async def ingest(
+        self, items: Sequence[tuple[str, object]], *, learn: bool, limits: InputLimits
+    ) -> BatchResult:
+        """One batch, prepared and written by a Ray task (``actors/ingest_task.py``)."""
+        ref = ingest_batch.remote(
+            self.service.storage, self.service.index, list(items), learn, limits
+        )
+        result: BatchResult = await call(ref, "ingest task")
+        return result
 
     async def add_learned_records(
         self, patterns: list[Pattern], heuristics: list[Heuristic]

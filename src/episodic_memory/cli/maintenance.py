@@ -118,11 +118,11 @@ async def run_import(args: argparse.Namespace) -> int:
         connect_ray(config)
         if served(config):
             async with attach(config) as memory:
-                return await _bulk_import(args, memory)
+                return await _bulk_import(args, memory, served=True)
     if not await asyncio.to_thread(is_export, args.path):
         memory = await SelfLearningMemory.open(config, backend="in_process")
         try:
-            return await _bulk_import(args, memory)
+            return await _bulk_import(args, memory, served=False)
         finally:
             await memory.close()
     with progress_bar(f"importing {args.path}") as update:
@@ -135,7 +135,9 @@ async def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _bulk_import(args: argparse.Namespace, memory: SelfLearningMemory) -> int:
+async def _bulk_import(
+    args: argparse.Namespace, memory: SelfLearningMemory, *, served: bool
+) -> int:
     checkpoint: bool | Path = False if args.no_checkpoint else (args.checkpoint or True)
     with progress_bar(f"ingesting {args.path}") as update:
         report = await memory.import_file(
@@ -147,12 +149,15 @@ async def _bulk_import(args: argparse.Namespace, memory: SelfLearningMemory) -> 
         )
     data = {"path": str(args.path), **report.to_json()}
     resumed = f" (resumed after line {report.resumed_from})" if report.resumed_from else ""
+    later = "the service's learners" if served else "the next time this memory is opened"
+    learning = f"; learning continues in {later}" if report.learning == "background" else ""
     emit(
         args,
         data,
         lambda: stdout.print(
             f"ingested {report.episodes} episode(s), {report.steps} step(s); kept "
-            f"{report.skipped} already stored{resumed}; {report.episodes_per_s:.0f} episodes/s"
+            f"{report.skipped} already stored{resumed}; {report.episodes_per_s:.0f} "
+            f"episodes/s{learning}"
         ),
     )
     return 0

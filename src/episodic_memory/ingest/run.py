@@ -1,10 +1,10 @@
-"""Running an ingest: batches prepared, written two at a time, counted and checkpointed.
+"""Running an ingest: batches read, prepared and written several at a time, counted in order.
 
 See the package docstring (``episodic_memory.ingest``) for the design. ``BatchWriter`` is the
-write path of one batch, shared by both backends; ``run_ingest`` drives a ``Source`` through an
-``IngestSink`` (a backend), keeping at most ``IN_FLIGHT`` batches being written while the next
-is prepared, and records a batch in the checkpoint only once it and every batch before it have
-landed.
+write path of one batch, shared by both backends; ``run_ingest`` reads a ``Source`` a batch at a
+time and hands each batch to an ``IngestSink`` (a backend), keeping at most its
+``ingest_parallelism`` batches in flight, and records a batch in the checkpoint only once it and
+every batch before it have landed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 1_000
-IN_FLIGHT = 2  # batches being written while the next one is prepared
+IN_FLIGHT = 3
+"""Batches in flight in one process: one being prepared while others are written."""
 
 Progress = Callable[[int, int | None], None]
 """Called with (episodes done, episodes in total when known) after every committed batch."""
@@ -107,19 +108,37 @@ class BatchWriter:
                 sent = [e.model_copy(update={"steps": []}) for e in completed]
             vectors = await self.index.add_episodes(sent)
         rows = [r for r in batch.rows if r.episode_id not in have]
+        skipped = [e.episode_id for e in batch.episodes if e.episode_id in have]
+        if not rows:  # a rerun over stored episodes: nothing to write
+            return BatchResult([], skipped, 0, batch.repeats)
         result = await self.storage.ingest_rows(IngestRows(rows, embedding_rows(vectors)))
         written = set(result.written)
         marked = {r.episode_id for r in rows if r.learned and r.episode_id in written}
         if marked:  # learning skips them, so the tool predictor learns them here
             await self.index.observe([e for e in completed if e.episode_id in marked])
-        skipped = [e.episode_id for e in batch.episodes if e.episode_id in have]
-        return BatchResult(result.written, skipped + result.skipped, result.steps)
+        return BatchResult(result.written, skipped + result.skipped, result.steps, batch.repeats)
+
+    async def prepare_and_write(
+        self, items: Sequence[tuple[str, object]], *, learn: bool, limits: InputLimits
+    ) -> BatchResult:
+        """Prepare a batch (in a worker thread: it is CPU work), then write it."""
+        batch = await asyncio.to_thread(prepare_batch, items, learn=learn, limits=limits)
+        return await self.write(batch)
 
 
 class IngestSink(Protocol):
-    """What ``run_ingest`` writes through: a backend of the memory."""
+    """What ``run_ingest`` writes through: a backend of the memory.
 
-    async def ingest(self, batch: Prepared) -> BatchResult: ...
+    ``ingest`` prepares and writes one batch of raw records (where the preparing happens is
+    the backend's choice: a thread here, Ray tasks across the cluster for the Ray backend);
+    ``ingest_parallelism`` is how many batches may be in flight at once.
+    """
+
+    ingest_parallelism: int
+
+    async def ingest(
+        self, items: Sequence[tuple[str, object]], *, learn: bool, limits: InputLimits
+    ) -> BatchResult: ...
 
     async def add_learned_records(
         self, patterns: list[Pattern], heuristics: list[Heuristic]
@@ -151,7 +170,7 @@ class _Run:
     checkpoint: IngestCheckpoint | None
     progress: Progress | None
     label: str | None
-    pending: deque[tuple[asyncio.Future[BatchResult], int, str, int]] = field(default_factory=deque)
+    pending: deque[tuple[asyncio.Future[BatchResult], int, str]] = field(default_factory=deque)
     broken: bool = False  # a write failed: later batches must not move the checkpoint
 
     def tell(self) -> None:
@@ -179,13 +198,14 @@ class _Run:
                 setattr(self.report, name, counts[name])
         self.report.resumed_from = state["position"]
 
-    def send(self, batch: Prepared, mark: tuple[int, str]) -> None:
-        task = asyncio.ensure_future(self.sink.ingest(batch))
-        self.pending.append((task, mark[0], mark[1], batch.repeats))
+    def send(self, items: list[tuple[str, object]], learn: bool, limits: InputLimits) -> None:
+        position, digest = self.source.mark()
+        task = asyncio.ensure_future(self.sink.ingest(items, learn=learn, limits=limits))
+        self.pending.append((task, position, digest))
 
     async def land_oldest(self) -> None:
         """Wait for the oldest batch in flight; count it and move the checkpoint past it."""
-        task, position, digest, repeats = self.pending.popleft()
+        task, position, digest = self.pending.popleft()
         try:
             result = await task
         except BaseException:
@@ -193,10 +213,10 @@ class _Run:
             raise
         report = self.report
         report.episodes += len(result.written)
-        report.skipped += len(result.skipped) + repeats
+        report.skipped += len(result.skipped) + result.repeats
         report.steps += result.steps
         report.batches += 1
-        report.handled += len(result.written) + len(result.skipped) + repeats
+        report.handled += len(result.written) + len(result.skipped) + result.repeats
         if self.checkpoint is not None and not self.broken:
             state = {
                 "target": self.target,
@@ -248,10 +268,8 @@ async def run_ingest(
         await run.resume()
         run.tell()
         while items := await source.take(size):
-            mark = source.mark()
-            batch = await asyncio.to_thread(prepare_batch, items, learn=learn, limits=limits)
-            run.send(batch, mark)
-            while len(run.pending) > IN_FLIGHT:
+            run.send(items, learn, limits)
+            while len(run.pending) >= max(1, sink.ingest_parallelism):
                 await run.land_oldest()
         while run.pending:
             await run.land_oldest()

@@ -64,11 +64,15 @@ class IngestRows:
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Which episodes a batch wrote, which it found stored already, and the step rows it added."""
+    """Which episodes a batch wrote, which it found stored already, and the step rows it added.
+
+    ``repeats``: records of the batch whose id came earlier in the same batch (dropped).
+    """
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     steps: int = 0
+    repeats: int = 0
 
 
 def episode_rows(episode: Episode, *, learned: bool = False) -> EpisodeRows:
