@@ -9,7 +9,6 @@ input is refused while one whose later, rejected record was fixed still resumes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import os
@@ -74,9 +73,10 @@ class _Items:
         self._digest = hashlib.sha256()
 
     async def _block(self, count: int) -> list[object]:
-        if self._sync is not None:  # a generator may do I/O: read it off the event loop
-            source = self._sync
-            return await asyncio.to_thread(lambda: list(itertools.islice(source, count)))
+        if self._sync is not None:
+            # Read on the event loop's thread, always the same one: iterables tied to a
+            # thread (a sqlite3 cursor) keep working; files are read off the loop by FileSource.
+            return list(itertools.islice(self._sync, count))
         assert self._async is not None
         block: list[object] = []
         async for item in self._async:
