@@ -3,6 +3,7 @@ expected tool-set match) moves episodes as designed."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -265,3 +266,22 @@ def test_tfidf_search_can_be_restricted_to_some_documents() -> None:
     index.add("a", "refund order")
     index.add("b", "refund order now")
     assert [doc for doc, _ in index.search("refund", 5, where=lambda doc: doc == "b")] == ["b"]
+
+
+def test_a_candidate_pickles_compactly_and_comes_back_equal() -> None:
+    candidate = Candidate(
+        episode_id="e1",
+        description="fix the login test",
+        domain="web",
+        started_at=datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC),
+        language="python",
+        tags=frozenset({"auth", "login"}),
+        task_type="debugging",
+        verdict="success",
+        reward=0.8,
+        tools=("read_file", "run_tests"),
+        recovered=True,
+    )
+    assert pickle.loads(pickle.dumps(candidate)) == candidate
+    plain = Candidate("e2", "d", "general", datetime(2026, 1, 1, tzinfo=UTC))
+    assert pickle.loads(pickle.dumps(plain)) == plain
