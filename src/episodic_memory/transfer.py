@@ -285,7 +285,9 @@ class _Importer:
         completed = [e for e, _ in fresh if e.status == "completed"]
         if completed:
             await self.store.put_embeddings(await self.index.add_episodes(completed))
-            await self.index.observe(completed)
+            # The learner teaches the predictor the unlearned ones when it learns them.
+            marked = {e.episode_id for e, learned in fresh if learned}
+            await self.index.observe([e for e in completed if e.episode_id in marked])
         self.report.counts["episode"] += len(fresh)
         self.report.skipped["episode"] += len(batch) - len(fresh)
 

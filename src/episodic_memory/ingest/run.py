@@ -84,12 +84,22 @@ class IndexSide(Protocol):
     async def observe(self, episodes: list[Episode]) -> None: ...
 
 
+_HEADER_ONLY: dict[str, Any] = {
+    "steps": [],
+    "reward": None,
+    "reflection": None,
+    "metadata": {},
+    "pattern_ids": [],
+}
+
+
 class BatchWriter:
     """One prepared batch into storage and the index (see the module docstring, step 2).
 
-    ``headers_only``: send the index headers without steps (vectors are made from the task
-    description and context, ``index.service.embedding_text``): across a Ray boundary the steps
-    are most of the pickling.
+    ``headers_only``: send the index the header without steps, reward, reflection and
+    metadata (vectors are made from the task description and context,
+    ``index.service.embedding_text``): across a Ray boundary those nested models are most of
+    the unpickling (measured ~0.1 ms per episode in the index actor, 12× the slim header).
     """
 
     def __init__(self, storage: StorageSide, index: IndexSide, *, headers_only: bool) -> None:
@@ -105,7 +115,7 @@ class BatchWriter:
         if completed:
             sent = completed
             if self.headers_only:
-                sent = [e.model_copy(update={"steps": []}) for e in completed]
+                sent = [e.model_copy(update=_HEADER_ONLY) for e in completed]
             vectors = await self.index.add_episodes(sent)
         rows = [r for r in batch.rows if r.episode_id not in have]
         skipped = [e.episode_id for e in batch.episodes if e.episode_id in have]
