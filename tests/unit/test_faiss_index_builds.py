@@ -290,9 +290,10 @@ def test_writes_between_copied_pieces_are_neither_lost_nor_doubled(
     extra = unit_rows(4, seed=12)
 
     def small_pieces(part: FaissIndex, below: int, budget_bytes: int = 0) -> Iterator[Any]:
-        for piece in real_pieces(part, below, budget_bytes=1):  # one list / row per step
+        # One list / row per step; IVF and SQ8 read twice (a training sample, then the feed).
+        for step, piece in enumerate(real_pieces(part, below, budget_bytes=1)):
             steps.append(len(piece[0]))
-            if len(steps) == 2:  # mid-copy: the lock is held here, re-entrantly
+            if step == 1:  # mid-copy, in every pass: the lock is held here, re-entrantly
                 index.remove(["ep-0", "ep-399", "ep-650"])  # copied or not, either way
                 index.add(["ep-1", "fresh-0"], extra[:2])  # an upsert and a new id
             yield piece

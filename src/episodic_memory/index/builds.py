@@ -1,4 +1,4 @@
-"""When ``VectorIndex`` rebuilds, and the record of a build in flight.
+"""When ``VectorIndex`` rebuilds, what a build reads, and the record of a build in flight.
 
 Why separate: the policy is a pure function of the index's state, easy to read and test on
 its own, while ``VectorIndex`` owns the threads and the lock. The rules:
@@ -21,9 +21,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from episodic_memory.index.kinds import FaissIndex, IndexKind, IndexOptions, Piece, Snapshot
+from episodic_memory.index.kinds import (
+    BATCH_ROWS,
+    FaissIndex,
+    IndexKind,
+    IndexOptions,
+    Piece,
+    Snapshot,
+)
 
-__all__ = ["Build", "plan_build", "replay"]
+__all__ = ["Build", "LiveCopy", "plan_build", "replay"]
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -31,21 +38,75 @@ SHRINK_FRACTION = 0.5
 REGROW_FACTOR = 2.0
 
 
+class LiveCopy:
+    """The current index's live entries as a build ``Source``, read under the lock a piece at a
+    time (``FaissIndex.pieces``), so writers and readers interleave with the copy.
+
+    Two passes: one keeps a random sample for training, the next feeds the new index batch
+    by batch. Nothing but a batch is held, so a rebuild needs the old and the new index in
+    memory, not a third copy. Entries that change between the passes are fine: training only
+    needs a sample, and the journal (started before the first pass) replays every write.
+    """
+
+    def __init__(self, part: FaissIndex, below: int, lock: threading.RLock, count: int) -> None:
+        self.part = part
+        self.below = below
+        self.lock = lock
+        self._count = count
+        self.copied: list[Labels] = []  # what the feeding pass copied, for ``replay``
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def sample(self, count: int) -> Vectors:
+        keep = min(1.0, count / max(self._count, 1))
+        rng = np.random.default_rng(0)
+        chosen: list[Vectors] = []
+        for labels, decoder, data in self._pieces():
+            rows = np.flatnonzero(rng.random(len(labels)) < keep)
+            if len(rows):
+                chosen.append(data[rows] if decoder is None else decoder(data[rows]))
+        if not chosen:
+            return np.zeros((0, int(self.part.index.d)), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
+
+    def batches(self) -> Iterator[tuple[Labels, Vectors]]:
+        pending = Snapshot()
+        held = 0
+        for piece in self._pieces():
+            self.copied.append(piece[0])
+            pending.parts.append(piece)
+            held += len(piece[0])
+            if held >= BATCH_ROWS:
+                yield from pending.batches()
+                held = 0
+        yield from pending.batches()
+
+    def _pieces(self) -> Iterator[Piece]:
+        copier = self.part.pieces(self.below)
+        while True:
+            with self.lock:
+                piece = next(copier, None)
+            if piece is None:
+                return
+            yield piece
+
+
 @dataclass
 class Build:
     """A build in flight: what to build from, and the writes to replay onto it.
 
-    ``copier`` yields the current index's live entries piece by piece (``None`` for a bulk
-    load, whose ``snapshot`` is given whole); ``journal`` holds ``(labels, vectors)`` for adds
-    and ``(labels, None)`` for removes, in order, from the moment the build was planned;
-    ``in_caller`` marks a bulk load that runs in the writing thread.
+    ``source`` is a ``LiveCopy`` of the current index, or for a bulk load (``in_caller``: it
+    runs in the writing thread) a ``Snapshot`` of the caller's matrix. ``journal`` holds
+    ``(labels, vectors)`` for adds and ``(labels, None)`` for removes, in order, from the
+    moment the build was planned.
     """
 
     kind: IndexKind
     reason: str
     live: int
-    snapshot: Snapshot = field(default_factory=Snapshot)
-    copier: Iterator[Piece] | None = None
+    source: LiveCopy | Snapshot
     in_caller: bool = False
     journal: list[tuple[Labels, Vectors | None]] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)

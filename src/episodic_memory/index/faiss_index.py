@@ -36,8 +36,9 @@ import numpy as np
 import numpy.typing as npt
 
 from episodic_memory.errors import ValidationError
-from episodic_memory.index.builds import Build, plan_build, replay
+from episodic_memory.index.builds import Build, LiveCopy, plan_build, replay
 from episodic_memory.index.kinds import (
+    BATCH_ROWS,
     FaissIndex,
     IndexKind,
     IndexOptions,
@@ -122,14 +123,13 @@ class VectorIndex:
             return list(self._int_of)
 
     def memory_bytes(self) -> int:
-        """Estimate: the index, the id maps, and a build's snapshot and new index meanwhile."""
+        """Estimate: the index, the id maps, and during a build the new index and a batch."""
         with self._lock:
             total = self._part.memory_bytes() + len(self._int_of) * _ID_ENTRY_BYTES
             build = self._build
             if build is not None:
                 encoding = self.options.encoding
-                decoding = min(build.live, 65_536) * self.dim * 4  # one decoded batch at a time
-                total += build.snapshot.nbytes + decoding
+                total += min(build.live, BATCH_ROWS) * self.dim * 4  # one decoded batch
                 total += estimate_bytes(build.kind, encoding, self.dim, build.live, self.options)
             return total
 
@@ -191,8 +191,8 @@ class VectorIndex:
                 build: Build | None = Build(
                     self.options.approximate_kind,
                     "bulk load",
-                    live=len(labels),
-                    snapshot=Snapshot([(labels, None, matrix)]),
+                    len(labels),
+                    Snapshot([(labels, None, matrix)]),
                     in_caller=True,
                 )
                 self._build = build
@@ -329,8 +329,9 @@ class VectorIndex:
         if plan is None:
             return None
         # Copied later, on the build thread; writes from now on are journaled.
-        copier = self._part.pieces(below=self._next_label)
-        self._build = Build(plan[0], plan[1], live=len(self._int_of), copier=copier)
+        live = len(self._int_of)
+        source = LiveCopy(self._part, self._next_label, self._lock, live)
+        self._build = Build(plan[0], plan[1], live, source)
         return self._build
 
     def _launch(self, build: Build) -> None:
@@ -348,16 +349,12 @@ class VectorIndex:
         A failed bulk load raises instead, after forgetting its ids: that ``add`` did nothing.
         """
         started = time.perf_counter()
-        bulk_labels = build.snapshot.labels() if build.in_caller else None
+        source = build.source
+        bulk_labels = source.labels() if isinstance(source, Snapshot) else None
         try:
-            while build.copier is not None:  # a step at a time, so writers and readers interleave
-                with self._lock:
-                    piece = next(build.copier, None)
-                if piece is None:
-                    break
-                build.snapshot.parts.append(piece)
-            known = np.sort(build.snapshot.labels())
-            fresh = build_index(build.kind, self.dim, self.options, build.snapshot)
+            fresh = build_index(build.kind, self.dim, self.options, source)
+            copied = _concat(source.copied) if isinstance(source, LiveCopy) else bulk_labels
+            known = np.sort(copied if copied is not None else _concat([]))
             added: set[int] = set()
             while True:
                 with self._lock:
@@ -399,3 +396,7 @@ class VectorIndex:
             episode_id = self._str_of.pop(label, None)
             if episode_id is not None:
                 del self._int_of[episode_id]
+
+
+def _concat(parts: list[Labels]) -> Labels:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "IndexOptions",
     "Piece",
     "Snapshot",
+    "Source",
     "auto_nlist",
     "build_index",
     "empty_flat",
@@ -53,7 +54,9 @@ Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 _FAISS: Any = faiss  # the bundled stubs miss some SWIG classes (SearchParametersHNSW)
 _TRAIN_POINTS_PER_LIST = 40  # FAISS warns below 39 points per centroid
-_MAP_ENTRY_BYTES = 40  # one std::unordered_map node (IDMap2 reverse map, IVF direct map)
+BATCH_ROWS = 65_536  # rows decoded and added to a new index at a time
+_MAP_ENTRY_BYTES = 40
+_IVF_LIST_SLACK = 1.35  # one std::unordered_map node (IDMap2 reverse map, IVF direct map)
 
 
 @contextmanager
@@ -112,14 +115,24 @@ Decoder = Callable[[npt.NDArray[Any]], Vectors]
 Piece = tuple[Labels, Decoder | None, npt.NDArray[Any]]  # labels, decoder, rows or raw codes
 
 
+class Source(Protocol):
+    """What a build reads: how many entries, a training sample, then every entry in batches."""
+
+    @property
+    def count(self) -> int: ...
+
+    def sample(self, count: int) -> Vectors: ...
+
+    def batches(self) -> Iterator[tuple[Labels, Vectors]]: ...
+
+
 @dataclass
 class Snapshot:
-    """Live labels with their vectors (or SQ8 codes), copied piece by piece under the lock.
+    """Entries held in memory as pieces of float rows or SQ8 codes (a ``Source``).
 
-    Why pieces: at 1M a full copy holds the lock for a second or more, so ``FaissIndex.pieces``
-    copies a bounded amount per step and the lock is released between steps. Decoding SQ8
-    codes and adding to the new index happen piece by piece too, on the build thread, so the
-    decoded float copy of the whole set never exists at once.
+    A bulk load is one piece (the caller's matrix); ``builds.LiveCopy`` gathers pieces of a
+    live index a few at a time. Decoding SQ8 codes happens per batch, on the build thread, so
+    the decoded float copy of the whole set never exists at once.
     """
 
     parts: list[Piece] = field(default_factory=list)
@@ -127,10 +140,6 @@ class Snapshot:
     @property
     def count(self) -> int:
         return sum(len(labels) for labels, _, _ in self.parts)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(int(labels.nbytes + rows.nbytes) for labels, _, rows in self.parts)
 
     def labels(self) -> Labels:
         if not self.parts:
@@ -152,7 +161,7 @@ class Snapshot:
             offset += len(labels)
         return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
 
-    def drain(self, rows: int = 65_536) -> Iterator[tuple[Labels, Vectors]]:
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[tuple[Labels, Vectors]]:
         """Decoded ``(labels, vectors)`` batches of about ``rows``; pieces are dropped as used."""
         labels: list[Labels] = []
         vectors: list[Vectors] = []
@@ -164,7 +173,7 @@ class Snapshot:
                 labels.append(piece_labels[start : start + rows])
                 vectors.append(chunk if decoder is None else decoder(chunk))
                 held += len(chunk)
-                if held >= rows or not self.parts:
+                if held >= rows:
                     yield np.concatenate(labels), np.ascontiguousarray(np.concatenate(vectors))
                     labels, vectors, held = [], [], 0
         if labels:
@@ -329,6 +338,8 @@ def estimate_bytes(
         links = 2 * options.hnsw_m * 4 * (1 + 1 / math.log(options.hnsw_m))
         estimate += int(total * (links + 9))
     elif kind == "ivf":
+        # Each list is a growing std::vector of codes and ids: measured 1.3-1.5x their size.
+        estimate += int(total * (code + 8) * (_IVF_LIST_SLACK - 1))
         lists = nlist or options.ivf_nlist or auto_nlist(total)
         estimate += lists * (dim * 4 + 48)  # centroids and the per-list vectors
     return estimate
@@ -339,15 +350,15 @@ def empty_flat(dim: int, options: IndexOptions) -> FaissIndex:
         return FaissIndex("flat", faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), options)
 
 
-def build_index(kind: IndexKind, dim: int, options: IndexOptions, snapshot: Snapshot) -> FaissIndex:
-    """A new index of ``kind`` holding the snapshot (which it drains); trains first if needed.
+def build_index(kind: IndexKind, dim: int, options: IndexOptions, source: Source) -> FaissIndex:
+    """A new index of ``kind`` holding what ``source`` yields; trains first if the kind needs.
 
     Runs with ``options.build_threads`` OpenMP threads (the caller's thread only), so it is
     meant for a background or offline thread, never the query path.
     """
     if kind == "flat":
         built = empty_flat(dim, options)
-        for labels, vectors in snapshot.drain():
+        for labels, vectors in source.batches():
             built.add(labels, vectors)
         return built
     sq8 = options.encoding == "sq8"
@@ -358,14 +369,14 @@ def build_index(kind: IndexKind, dim: int, options: IndexOptions, snapshot: Snap
                 graph = _FAISS.IndexHNSWSQ(
                     dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT
                 )
-                graph.train(snapshot.sample(65_536))
+                graph.train(source.sample(65_536))
             else:
                 graph = faiss.IndexHNSWFlat(dim, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = options.ef_construction
             graph.hnsw.efSearch = options.ef_search
             index: Any = faiss.IndexIDMap2(graph)
         else:
-            nlist = options.ivf_nlist or auto_nlist(snapshot.count)
+            nlist = options.ivf_nlist or auto_nlist(source.count)
             quantizer = faiss.IndexFlatIP(dim)
             if sq8:
                 index = faiss.IndexIVFScalarQuantizer(
@@ -376,8 +387,8 @@ def build_index(kind: IndexKind, dim: int, options: IndexOptions, snapshot: Snap
                 index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.niter = options.ivf_train_iterations
             index.cp.seed = 1234
-            index.train(snapshot.sample(nlist * _TRAIN_POINTS_PER_LIST))
+            index.train(source.sample(nlist * _TRAIN_POINTS_PER_LIST))
             index.set_direct_map_type(_FAISS.DirectMap.Hashtable)  # removes by id
-        for labels, vectors in snapshot.drain():
+        for labels, vectors in source.batches():
             index.add_with_ids(vectors, labels)
     return FaissIndex(kind, index, options)
