@@ -157,7 +157,7 @@ def timed(action: Any, *args: Any) -> float:
     return time.perf_counter() - started
 
 
-def measure(size: int, kind: str, folder: Path, dim: int) -> dict[str, Any]:
+def measure(size: int, kind: str, folder: Path, dim: int, rebuild: bool) -> dict[str, Any]:
     """One kind in this (child) process; every number in the result row."""
     config = IndexConfig()
     matrix = np.load(folder / "vectors.npy")
@@ -226,7 +226,7 @@ def measure(size: int, kind: str, folder: Path, dim: int) -> dict[str, Any]:
     shutil.rmtree(target)
     del loaded
     gc.collect()
-    if approximate:
+    if approximate and rebuild:
         row["rebuild"] = background_rebuild(kind, ids, vectors, probe, dim, options)
     return row
 
@@ -314,11 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/episodic-index-bench"))
     parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--no-rebuild", action="store_true", help="skip the background rebuild")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # SIZE KIND FOLDER
     args = parser.parse_args(argv)
     if args.worker:
         size, kind, folder = args.worker
-        print(json.dumps(measure(int(size), kind, Path(folder), args.dim)))
+        print(json.dumps(measure(int(size), kind, Path(folder), args.dim, not args.no_rebuild)))
         return
     kinds = args.kinds.split(",")
     unknown = set(kinds) - set(KINDS)
@@ -328,8 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         folder = prepare(size, args.dim, args.queries, args.cache_dir)
         for kind in kinds:
-            command = [sys.executable, __file__, "--dim", str(args.dim), "--worker"]
-            command += [str(size), kind, str(folder)]
+            command = [sys.executable, __file__, "--dim", str(args.dim)]
+            command += ["--no-rebuild"] if args.no_rebuild else []
+            command += ["--worker", str(size), kind, str(folder)]
             child = subprocess.run(command, capture_output=True, text=True, check=False)
             sys.stderr.write(child.stderr)
             if child.returncode != 0:

@@ -17,6 +17,7 @@ callers answer by rebuilding from the stored embeddings (the index is derived da
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -92,10 +93,11 @@ def write_saved(
         _sync_directory(directory)
     except OSError as exc:
         raise StorageError(f"could not save the vector index to {directory}: {exc}") from exc
-    for stale in directory.glob("vectors*"):
+    for stale in directory.glob("vectors*"):  # a failed clean-up is retried by the next save
         older = stale.name.startswith("vectors-") and generation not in stale.name
         if older or stale.name == "vectors.faiss":  # "vectors.faiss": a format 1 leftover
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                stale.unlink(missing_ok=True)
 
 
 def read_saved(directory: Path, *, model: str, dim: int) -> SavedIndex | None:
