@@ -245,9 +245,11 @@ class _Run:
             try:
                 await self.land_oldest()
             except BaseException:
-                for task, *_ in self.pending:
-                    task.cancel()
+                tasks = [task for task, *_ in self.pending]
                 self.pending.clear()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 return
 
 
