@@ -95,3 +95,23 @@ def test_the_cli_imports_into_a_served_memory_in_bulk_and_resumes(
         assert json.loads(capsys.readouterr().out)["storage"]["tables"]["episodes"] == 30
     finally:
         assert main(["stop", *where, "--json"]) == 0
+
+
+async def test_a_ray_task_holding_every_cpu_can_still_ingest(
+    open_memory: Callable[..., Any],
+) -> None:
+    memory: SelfLearningMemory = await open_memory()
+
+    @ray.remote(num_cpus=2)  # every CPU of the session's Ray: ingest tasks reserve none
+    def agent(shared: SelfLearningMemory, items: list[dict[str, Any]]) -> int:
+        import asyncio
+
+        async def run() -> int:
+            return (await shared.bulk_ingest(items, batch_size=5)).episodes
+
+        return asyncio.run(run())
+
+    written = await agent.remote(memory, [record(seed) for seed in range(200, 212)])
+    assert written == 12
+    found = await memory.get_episode("ray-ingest-205")
+    assert found.status == "completed"

@@ -41,7 +41,10 @@ async def _run(
     return await writer.write(prepare_batch(items, learn=learn, limits=limits))
 
 
-@ray.remote(num_cpus=1)
+# No CPU reservation: an ingest started from inside a Ray task (which holds a CPU) on a busy
+# cluster must not wait forever for a free one. ``parallel_batches`` bounds how many run at
+# once instead, and SPREAD puts them on every node rather than packing the driver's.
+@ray.remote(num_cpus=0, scheduling_strategy="SPREAD")
 def ingest_batch(
     storage: Any, index: Any, items: Sequence[tuple[str, object]], learn: bool, limits: InputLimits
 ) -> BatchResult:
