@@ -145,11 +145,11 @@ def test_migrate_check_reports_pending_without_creating_the_database(
 ) -> None:
     fresh = tmp_path / "fresh"
     status, report, _ = run(capsys, "migrate", "--check", "--data-dir", fresh, "--json")
-    assert (status, report["version"], report["pending"]) == (1, 0, [1, 2])
+    assert (status, report["version"], report["pending"]) == (1, 0, [1, 2, 3])
     assert not fresh.exists()
 
     status, report, _ = run(capsys, "migrate", "--data-dir", fresh, "--json")
-    assert (status, report["applied"]) == (0, [1, 2])
+    assert (status, report["applied"]) == (0, [1, 2, 3])
     status, report, _ = run(capsys, "migrate", "--check", "--data-dir", fresh, "--json")
     assert (status, report["pending"]) == (0, [])
 

@@ -172,3 +172,16 @@ def test_every_builder_produces_sql_sqlite_can_prepare() -> None:
             conn.execute(text, params).fetchall()
     finally:
         conn.close()
+
+
+def test_the_unlearned_query_walks_the_partial_index_without_sorting() -> None:
+    from episodic_memory.storage.migrate import load_migrations, split_statements
+
+    conn = sqlite3.connect(":memory:")
+    for migration in load_migrations():
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    text, params = sql.unlearned_episode_ids(10)
+    plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {text}", params))
+    assert "episodes_unlearned" in plan
+    assert "TEMP B-TREE" not in plan  # no sort step

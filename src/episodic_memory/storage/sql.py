@@ -351,9 +351,11 @@ def episode_versions_page(after: str, limit: int) -> Statement:
 
 
 def unlearned_episode_ids(limit: int) -> Statement:
+    """Completed episodes not learned yet, oldest first, from their partial index (0003):
+    named, because without statistics SQLite picks (status, learned_at) and sorts them all."""
     return (
-        "SELECT episode_id FROM episodes WHERE status = 'completed' AND learned_at IS NULL "
-        "ORDER BY completed_at, seq LIMIT ?",
+        "SELECT episode_id FROM episodes INDEXED BY episodes_unlearned "
+        "WHERE status = 'completed' AND learned_at IS NULL ORDER BY completed_at, seq LIMIT ?",
         (limit,),
     )
 
