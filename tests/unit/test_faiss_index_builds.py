@@ -289,13 +289,22 @@ def test_writes_between_copied_pieces_are_neither_lost_nor_doubled(
     steps: list[int] = []
     extra = unit_rows(4, seed=12)
 
+    writers: list[threading.Thread] = []
+
+    def write_mid_copy() -> None:
+        index.remove(["ep-0", "ep-399", "ep-650"])  # copied already or not yet, either way
+        index.add(["ep-1", "fresh-0"], extra[:2])  # an upsert and a new id
+
     def small_pieces(part: FaissIndex, below: int, budget_bytes: int = 0) -> Iterator[Any]:
         # One list / row per step; IVF and SQ8 read twice (a training sample, then the feed).
         for step, piece in enumerate(real_pieces(part, below, budget_bytes=1)):
             steps.append(len(piece[0]))
-            if step == 1:  # mid-copy, in every pass: the lock is held here, re-entrantly
-                index.remove(["ep-0", "ep-399", "ep-650"])  # copied or not, either way
-                index.add(["ep-1", "fresh-0"], extra[:2])  # an upsert and a new id
+            if step == 1:  # the copy holds the read lock: the writes land before the next step
+                writer = threading.Thread(target=write_mid_copy)
+                writer.start()
+                writers.append(writer)
+                while not index._lock._writers_waiting and writer.is_alive():
+                    writer.join(0.001)
             yield piece
 
     monkeypatch.setattr(FaissIndex, "pieces", small_pieces)
@@ -303,6 +312,8 @@ def test_writes_between_copied_pieces_are_neither_lost_nor_doubled(
     if name.startswith("hnsw"):
         index.remove(ids(200, start=100))  # a quarter dead: compaction
     assert index.wait_for_build(WAIT_S)
+    for writer in writers:
+        writer.join(WAIT_S)
     assert len(steps) > 2
     live = {*ids(800)} - {"ep-0", "ep-399", "ep-650"} - (
         set(ids(200, start=100)) if name.startswith("hnsw") else set()

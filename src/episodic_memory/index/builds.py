@@ -29,6 +29,7 @@ from episodic_memory.index.kinds import (
     Piece,
     Snapshot,
 )
+from episodic_memory.index.rwlock import ReadWriteLock
 
 __all__ = ["Build", "LiveCopy", "plan_build", "replay"]
 
@@ -39,8 +40,8 @@ REGROW_FACTOR = 2.0
 
 
 class LiveCopy:
-    """The current index's live entries as a build ``Source``, read under the lock a piece at a
-    time (``FaissIndex.pieces``), so writers and readers interleave with the copy.
+    """The current index's live entries as a build ``Source``, read under the read lock a piece
+    at a time (``FaissIndex.pieces``), so writes interleave with the copy.
 
     Two passes: one keeps a random sample for training, the next feeds the new index batch
     by batch. Nothing but a batch is held, so a rebuild needs the old and the new index in
@@ -48,7 +49,7 @@ class LiveCopy:
     needs a sample, and the journal (started before the first pass) replays every write.
     """
 
-    def __init__(self, part: FaissIndex, below: int, lock: threading.RLock, count: int) -> None:
+    def __init__(self, part: FaissIndex, below: int, lock: ReadWriteLock, count: int) -> None:
         self.part = part
         self.below = below
         self.lock = lock
@@ -86,7 +87,7 @@ class LiveCopy:
     def _pieces(self) -> Iterator[Piece]:
         copier = self.part.pieces(self.below)
         while True:
-            with self.lock:
+            with self.lock.read():  # a read: searches go on while a piece is copied
                 piece = next(copier, None)
             if piece is None:
                 return

@@ -18,8 +18,9 @@ Why it is built this way (measurements in ``benchmarks/index_bench.py``):
 - Labels are never reused (a counter), so a journal replay can't confuse an upserted id with
   its old vector. Single queries use one OpenMP thread, builds ``build_threads``.
 
-Thread-safe: one ``RLock`` guards the id maps and the current index; builds hold it only to
-copy a piece and to swap. Every FAISS failure surfaces as ``StorageError``.
+Thread-safe: a readers-writer lock (``rwlock.py``) guards the id maps and the current index.
+Searches, saves (a clone) and a build's copying share it, so they never stall one another;
+writes and a build's swap take it alone. Every FAISS failure surfaces as ``StorageError``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from episodic_memory.index.kinds import (
     estimate_bytes,
     faiss_errors,
 )
+from episodic_memory.index.rwlock import ReadWriteLock
 from episodic_memory.index.vector_files import read_saved, write_saved
 
 __all__ = ["IndexKind", "IndexOptions", "VectorIndex"]
@@ -87,7 +89,7 @@ class VectorIndex:
         self.options = options or IndexOptions()
         self.compact_ratio = compact_ratio
         self.background = background
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()
         self._save_lock = threading.Lock()
         self._int_of: dict[str, int] = {}
         self._str_of: dict[int, str] = {}
@@ -119,32 +121,35 @@ class VectorIndex:
         return self._build is not None
 
     def ids(self) -> list[str]:
-        with self._lock:
+        with self._lock.read():
             return list(self._int_of)
 
     def memory_bytes(self) -> int:
         """Estimate: the index, the id maps, and during a build the new index and a batch."""
-        with self._lock:
-            total = self._part.memory_bytes() + len(self._int_of) * _ID_ENTRY_BYTES
-            build = self._build
-            if build is not None:
-                encoding = self.options.encoding
-                total += min(build.live, BATCH_ROWS) * self.dim * 4  # one decoded batch
-                total += estimate_bytes(build.kind, encoding, self.dim, build.live, self.options)
-            return total
+        with self._lock.read():
+            return self._memory_bytes()
 
     def state(self) -> dict[str, Any]:
         """For stats: kind, live, dead, building, memory_bytes and failed builds in a row."""
-        with self._lock:
+        with self._lock.read():
             return {
                 "kind": self.kind,
                 "encoding": self._part.encoding,
                 "live": len(self),
                 "dead": self.dead,
                 "building": self.building,
-                "memory_bytes": self.memory_bytes(),
+                "memory_bytes": self._memory_bytes(),
                 "failed_builds": self._failures,
             }
+
+    def _memory_bytes(self) -> int:
+        total = self._part.memory_bytes() + len(self._int_of) * _ID_ENTRY_BYTES
+        build = self._build
+        if build is not None:
+            encoding = self.options.encoding
+            total += min(build.live, BATCH_ROWS) * self.dim * 4  # one decoded batch
+            total += estimate_bytes(build.kind, encoding, self.dim, build.live, self.options)
+        return total
 
     # --- builds -------------------------------------------------------------------------
     def wait_for_build(self, timeout: float | None = None) -> bool:
@@ -161,7 +166,7 @@ class VectorIndex:
 
     def maintain(self) -> bool:
         """Start a build if one is due (after a load, say); ``True`` if one started."""
-        with self._lock:
+        with self._lock.write():
             build = self._due()
         if build is not None:
             self._launch(build)
@@ -179,7 +184,7 @@ class VectorIndex:
         unique = list(positions)
         if len(unique) != len(ids):
             matrix = matrix[[positions[episode_id] for episode_id in unique]]
-        with self._lock:
+        with self._lock.write():
             self._forget([episode_id for episode_id in unique if episode_id in self._int_of])
             labels = self._assign(unique)
             bulk = (
@@ -205,7 +210,7 @@ class VectorIndex:
 
     def remove(self, ids: Sequence[str]) -> int:
         """Drop these ids; unknown ids are ignored. Returns how many were present."""
-        with self._lock:
+        with self._lock.write():
             present = [episode_id for episode_id in dict.fromkeys(ids) if episode_id in self]
             self._forget(present)
             build = self._due() if present else None
@@ -217,7 +222,7 @@ class VectorIndex:
     def search(self, vector: npt.ArrayLike, k: int) -> list[tuple[str, float]]:
         """Up to ``k`` ``(episode_id, cosine)`` pairs, most similar first."""
         query = self._check_vectors(vector, 1)
-        with self._lock:
+        with self._lock.read():
             k = min(k, len(self._int_of))
             if k <= 0:
                 return []
@@ -234,10 +239,11 @@ class VectorIndex:
         """Persist the current index and id map (see ``vector_files``); a running build's
         result is not waited for: the next save, or a rebuild on load, catches up.
 
-        The lock is held only to clone the index in memory (a memcpy), not while writing.
+        Only a read lock is held, to clone the index in memory (~0.6 s at 1M IVF-SQ8):
+        searches go on meanwhile, writes wait for the clone; files are written after.
         """
         with self._save_lock:
-            with self._lock, faiss_errors("save"):
+            with self._lock.read(), faiss_errors("save"):
                 clone = faiss.clone_index(self._part.index)
                 ids = list(self._int_of)
                 labels = np.fromiter(self._int_of.values(), dtype=np.int64, count=len(ids))
@@ -357,7 +363,7 @@ class VectorIndex:
             known = np.sort(copied if copied is not None else _concat([]))
             added: set[int] = set()
             while True:
-                with self._lock:
+                with self._lock.write():
                     pending, build.journal = build.journal, []
                     if len(pending) <= _REPLAY_UNDER_LOCK:
                         replay(fresh, pending, known, added)
@@ -367,21 +373,22 @@ class VectorIndex:
                 # The new index is private to this thread until the swap.
                 replay(fresh, pending, known, added)
         except Exception as exc:  # a build must fail soft: the old index keeps serving
-            with self._lock:
+            delay = _RETRY_DELAYS_S[min(self._failures, len(_RETRY_DELAYS_S) - 1)]
+            if bulk_labels is None:  # logged before the build is cleared, for wait_for_build
+                log.warning(
+                    "vector index: %s build of %d vectors (%s) failed: %s: %s; keeping the %s "
+                    "index, retrying in %.0f s",
+                    build.kind, build.live, build.reason, type(exc).__name__, exc, self.kind, delay,
+                )  # fmt: skip
+            with self._lock.write():
                 self._build = None
                 if bulk_labels is not None:
                     self._drop_labels(bulk_labels)
                 else:
-                    delay = _RETRY_DELAYS_S[min(self._failures, len(_RETRY_DELAYS_S) - 1)]
                     self._failures += 1
                     self._retry_at = time.monotonic() + delay
             if build.in_caller:
                 raise
-            log.warning(
-                "vector index: %s build of %d vectors (%s) failed: %s: %s; keeping the %s index, "
-                "retrying in %.0f s",
-                build.kind, build.live, build.reason, type(exc).__name__, exc, self.kind, delay,
-            )  # fmt: skip
         else:
             log.info(
                 "vector index: built %s over %d vectors (%s) in %.1f s",

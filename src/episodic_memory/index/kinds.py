@@ -5,12 +5,15 @@ so every kind must add, remove, search, snapshot its live vectors and report its
 same way. The kinds differ where it matters (measured in ``benchmarks/index_bench.py``):
 
 - ``flat``: ``IndexIDMap2(IndexFlatIP)``, exact; removes natively in one O(N) pass per batch.
-  Its cost grows linearly (about 0.3 µs per 1024-d vector per query), so it serves small sets.
-- ``ivf``: ``IndexIVFFlat`` / ``IndexIVFScalarQuantizer`` with about √N lists. Trains k-means
-  in seconds, stores its own int64 ids and removes natively (hashtable direct map), so
-  deletes need no tombstones. ``sq8`` stores a byte per dimension: a quarter of the memory.
-- ``hnsw``: ``IndexIDMap2(IndexHNSWFlat / IndexHNSWSQ)``. Fast, but builds take minutes at 1M
-  and it cannot remove, so removals are tombstones filtered at search time until a rebuild.
+  Its cost grows linearly (1024-d: ~2.5 ms a query at 10k, ~20 ms at 100k, ~190 ms at 1M).
+- ``ivf``: ``IndexIVFFlat`` / ``IndexIVFScalarQuantizer`` with about √N lists, 8 probed. Trains
+  k-means in seconds, stores its own int64 ids and removes natively (hashtable direct map),
+  so deletes need no tombstones. ``sq8`` stores a byte per dimension: a quarter of the
+  memory. On hashed task texts at 1M: recall@10 .978 (sq8) / .999 (float32), ~1.6 / 6.7 ms a
+  query, 1.5 / 5.3 GB, built in 1-2 minutes on one thread. The default.
+- ``hnsw``: ``IndexIDMap2(IndexHNSWFlat / IndexHNSWSQ)``. Fast queries, but it cannot remove
+  (removals are tombstones filtered at search time until a rebuild), builds take minutes
+  (HNSW32-SQ8 at 1M: 6.6 min) and its recall fell to .78 at 1M on the same texts.
 
 Instances are not thread-safe; ``VectorIndex`` serialises access with its lock. Every FAISS
 failure surfaces as ``StorageError``.
@@ -19,6 +22,7 @@ failure surfaces as ``StorageError``.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -190,8 +194,10 @@ class FaissIndex:
         self.index = index
         self.options = options
         self.dead: set[int] = dead or set()  # HNSW only: in the graph, never returned
-        self._params: Any = None  # cached HNSW search parameters, reset when ``dead`` changes
-        self._selector: Any = None  # the SWIG selector must outlive the parameters
+        # Cached HNSW search parameters and the selector they point at, reset when ``dead``
+        # changes (under the write lock, so never while a search runs).
+        self._params: tuple[Any, Any] | None = None
+        self._params_lock = threading.Lock()
         if kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = min(options.ivf_nprobe, self.nlist)
 
@@ -228,12 +234,12 @@ class FaissIndex:
             self.index.remove_ids(faiss.IDSelectorArray(labels))
 
     def search(self, query: Vectors, k: int) -> tuple[list[float], list[int]]:
-        params = self._search_params(k)
+        cached = self._search_params(k)  # held here, so the selector outlives this search
         with faiss_errors("search"), omp_threads(1):
-            if params is None:
+            if cached is None:
                 scores, labels = self.index.search(query, k)
             else:
-                scores, labels = self.index.search(query, k, params=params)
+                scores, labels = self.index.search(query, k, params=cached[0])
         return scores[0].tolist(), labels[0].tolist()
 
     def pieces(self, below: int, budget_bytes: int = 16 << 20) -> Iterator[Piece]:
@@ -272,17 +278,21 @@ class FaissIndex:
 
     # --- internals ----------------------------------------------------------------------
     def _search_params(self, k: int) -> Any:
+        """HNSW parameters with the tombstone filter, cached; searches may run side by side, so
+        the cache is built under its own lock and each search keeps its selector alive."""
         if self.kind != "hnsw":
             return None
-        if self._params is None or self._params.efSearch < k:
-            params = _FAISS.SearchParametersHNSW()
-            params.efSearch = max(self.options.ef_search, k)
-            if self.dead:
-                dead = np.fromiter(self.dead, dtype=np.int64)
-                self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
-                params.sel = self._selector
-            self._params = params
-        return self._params
+        with self._params_lock:
+            cached = self._params
+            if cached is None or cached[0].efSearch < k:
+                params, selector = _FAISS.SearchParametersHNSW(), None
+                params.efSearch = max(self.options.ef_search, k)
+                if self.dead:
+                    dead = np.fromiter(self.dead, dtype=np.int64)
+                    selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+                    params.sel = selector
+                cached = self._params = (params, selector)
+        return cached
 
     def _ivf_pieces(self, below: int, budget_bytes: int) -> Iterator[Piece]:
         ivf: Any = faiss.downcast_index(self.index)
