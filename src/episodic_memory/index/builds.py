@@ -27,16 +27,78 @@ from episodic_memory.index.kinds import (
     IndexKind,
     IndexOptions,
     Piece,
-    Snapshot,
 )
 from episodic_memory.index.rwlock import ReadWriteLock
 
-__all__ = ["Build", "LiveCopy", "plan_build", "replay"]
+__all__ = ["Build", "LiveCopy", "Snapshot", "plan_build", "replay"]
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 SHRINK_FRACTION = 0.5
 REGROW_FACTOR = 2.0
+
+
+@dataclass
+class Snapshot:
+    """Entries held in memory as pieces of float rows or SQ8 codes (a ``Source``).
+
+    A bulk load is one piece (the caller's matrix); ``LiveCopy`` gathers pieces of a live
+    index a few at a time. Decoding SQ8 codes happens per batch, on the build thread, so
+    the decoded float copy of the whole set never exists at once.
+    """
+
+    parts: list[Piece] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(len(labels) for labels, _, _ in self.parts)
+
+    def labels(self) -> Labels:
+        if not self.parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([labels for labels, _, _ in self.parts])
+
+    def sample(self, count: int) -> Vectors:
+        """Up to ``count`` decoded rows spread over the whole snapshot (for training)."""
+        total = self.count
+        rows = np.arange(total)
+        if total > count:
+            rows = np.sort(np.random.default_rng(0).choice(total, size=count, replace=False))
+        chosen: list[Vectors] = []
+        offset = 0
+        for labels, decoder, data in self.parts:
+            mine = rows[(rows >= offset) & (rows < offset + len(labels))] - offset
+            if len(mine):
+                chosen.append(data[mine] if decoder is None else decoder(data[mine]))
+            offset += len(labels)
+        return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
+
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[tuple[Labels, Vectors]]:
+        """Decoded ``(labels, vectors)`` batches of about ``rows``; pieces are dropped as used.
+
+        Batches stay small because joining them holds the GIL: query threads would wait.
+        """
+        labels: list[Labels] = []
+        vectors: list[Vectors] = []
+        held = 0
+        while self.parts:
+            piece_labels, decoder, data = self.parts.pop(0)
+            for start in range(0, len(piece_labels), rows):
+                chunk = data[start : start + rows]
+                labels.append(piece_labels[start : start + rows])
+                vectors.append(chunk if decoder is None else decoder(chunk))
+                held += len(chunk)
+                if held >= rows:
+                    yield _joined(labels, vectors)
+                    labels, vectors, held = [], [], 0
+        if labels:
+            yield _joined(labels, vectors)
+
+
+def _joined(labels: list[Labels], vectors: list[Vectors]) -> tuple[Labels, Vectors]:
+    if len(vectors) == 1:  # a slice of the caller's matrix: no copy
+        return labels[0], np.ascontiguousarray(vectors[0], dtype=np.float32)
+    return np.concatenate(labels), np.ascontiguousarray(np.concatenate(vectors), np.float32)
 
 
 class LiveCopy:

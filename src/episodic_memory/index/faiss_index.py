@@ -37,20 +37,20 @@ import numpy as np
 import numpy.typing as npt
 
 from episodic_memory.errors import ValidationError
-from episodic_memory.index.builds import Build, LiveCopy, plan_build, replay
+from episodic_memory.index.builds import Build, LiveCopy, Snapshot, plan_build, replay
 from episodic_memory.index.kinds import (
     BATCH_ROWS,
     FaissIndex,
     IndexKind,
     IndexOptions,
-    Snapshot,
     build_index,
+    check_vectors,
     empty_flat,
     estimate_bytes,
     faiss_errors,
 )
 from episodic_memory.index.rwlock import ReadWriteLock
-from episodic_memory.index.vector_files import read_saved, write_saved
+from episodic_memory.index.vector_files import id_map_arrays, read_saved, write_saved
 
 __all__ = ["IndexKind", "IndexOptions", "VectorIndex"]
 
@@ -153,8 +153,11 @@ class VectorIndex:
 
     # --- builds -------------------------------------------------------------------------
     def wait_for_build(self, timeout: float | None = None) -> bool:
-        """Wait until no build is running (a build that finishes may start none); ``False`` on
-        timeout. Tests and offline tools use it; services never need to."""
+        """Block until no build is running; ``False`` if ``timeout`` passes first.
+
+        For tests and offline tools (``background=False`` is the other way to get builds done
+        inline); services never need to wait, the current index serves meanwhile.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             build = self._build
@@ -177,7 +180,7 @@ class VectorIndex:
         """Insert or replace the vectors of ``ids`` (the last occurrence wins in a batch)."""
         if not ids:
             return
-        matrix = self._check_vectors(vectors, len(ids))
+        matrix = check_vectors(vectors, len(ids), self.dim)
         positions = {episode_id: row for row, episode_id in enumerate(ids)}
         if any("\x00" in episode_id for episode_id in positions):
             raise ValidationError("ids", "an id contains a NUL character", "remove it")
@@ -221,7 +224,7 @@ class VectorIndex:
     # --- reads --------------------------------------------------------------------------
     def search(self, vector: npt.ArrayLike, k: int) -> list[tuple[str, float]]:
         """Up to ``k`` ``(episode_id, cosine)`` pairs, most similar first."""
-        query = self._check_vectors(vector, 1)
+        query = check_vectors(vector, 1, self.dim)
         with self._lock.read():
             k = min(k, len(self._int_of))
             if k <= 0:
@@ -245,8 +248,7 @@ class VectorIndex:
         with self._save_lock:
             with self._lock.read(), faiss_errors("save"):
                 clone = faiss.clone_index(self._part.index)
-                ids = list(self._int_of)
-                labels = np.fromiter(self._int_of.values(), dtype=np.int64, count=len(ids))
+                ids, labels = id_map_arrays(self._int_of)
                 dead = np.fromiter(self._part.dead, dtype=np.int64, count=len(self._part.dead))
                 meta = {
                     "model": self.model,
@@ -285,20 +287,6 @@ class VectorIndex:
         return loaded
 
     # --- internals ----------------------------------------------------------------------
-    def _check_vectors(self, vectors: npt.ArrayLike, rows: int) -> Vectors:
-        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-        if matrix.ndim == 1:
-            matrix = matrix.reshape(1, -1)
-        if matrix.ndim != 2 or matrix.shape != (rows, self.dim):
-            raise ValidationError(
-                "vectors",
-                f"has shape {matrix.shape}, expected ({rows}, {self.dim})",
-                "pass one row of the index's dimension per id",
-            )
-        if not np.isfinite(matrix).all():
-            raise ValidationError("vectors", "contains NaN or infinity", "embed finite values")
-        return matrix
-
     def _assign(self, ids: list[str]) -> Labels:
         start = self._next_label
         self._next_label += len(ids)

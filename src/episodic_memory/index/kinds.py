@@ -25,7 +25,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import faiss
@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from episodic_memory.config import IndexConfig
-from episodic_memory.errors import StorageError
+from episodic_memory.errors import StorageError, ValidationError
 
 __all__ = [
     "Decoder",
@@ -42,10 +42,10 @@ __all__ = [
     "IndexKind",
     "IndexOptions",
     "Piece",
-    "Snapshot",
     "Source",
     "auto_nlist",
     "build_index",
+    "check_vectors",
     "empty_flat",
     "estimate_bytes",
     "faiss_errors",
@@ -58,7 +58,7 @@ Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 _FAISS: Any = faiss  # the bundled stubs miss some SWIG classes (SearchParametersHNSW)
 _TRAIN_POINTS_PER_LIST = 40  # FAISS warns below 39 points per centroid
-BATCH_ROWS = 65_536  # rows decoded and added to a new index at a time
+BATCH_ROWS = 8_192  # rows decoded and added to a new index at a time
 _MAP_ENTRY_BYTES = 40
 _IVF_LIST_SLACK = 1.35  # one std::unordered_map node (IDMap2 reverse map, IVF direct map)
 
@@ -130,60 +130,6 @@ class Source(Protocol):
     def batches(self) -> Iterator[tuple[Labels, Vectors]]: ...
 
 
-@dataclass
-class Snapshot:
-    """Entries held in memory as pieces of float rows or SQ8 codes (a ``Source``).
-
-    A bulk load is one piece (the caller's matrix); ``builds.LiveCopy`` gathers pieces of a
-    live index a few at a time. Decoding SQ8 codes happens per batch, on the build thread, so
-    the decoded float copy of the whole set never exists at once.
-    """
-
-    parts: list[Piece] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return sum(len(labels) for labels, _, _ in self.parts)
-
-    def labels(self) -> Labels:
-        if not self.parts:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([labels for labels, _, _ in self.parts])
-
-    def sample(self, count: int) -> Vectors:
-        """Up to ``count`` decoded rows spread over the whole snapshot (for training)."""
-        total = self.count
-        rows = np.arange(total)
-        if total > count:
-            rows = np.sort(np.random.default_rng(0).choice(total, size=count, replace=False))
-        chosen: list[Vectors] = []
-        offset = 0
-        for labels, decoder, data in self.parts:
-            mine = rows[(rows >= offset) & (rows < offset + len(labels))] - offset
-            if len(mine):
-                chosen.append(data[mine] if decoder is None else decoder(data[mine]))
-            offset += len(labels)
-        return np.ascontiguousarray(np.concatenate(chosen), dtype=np.float32)
-
-    def batches(self, rows: int = BATCH_ROWS) -> Iterator[tuple[Labels, Vectors]]:
-        """Decoded ``(labels, vectors)`` batches of about ``rows``; pieces are dropped as used."""
-        labels: list[Labels] = []
-        vectors: list[Vectors] = []
-        held = 0
-        while self.parts:
-            piece_labels, decoder, data = self.parts.pop(0)
-            for start in range(0, len(piece_labels), rows):
-                chunk = data[start : start + rows]
-                labels.append(piece_labels[start : start + rows])
-                vectors.append(chunk if decoder is None else decoder(chunk))
-                held += len(chunk)
-                if held >= rows:
-                    yield np.concatenate(labels), np.ascontiguousarray(np.concatenate(vectors))
-                    labels, vectors, held = [], [], 0
-        if labels:
-            yield np.concatenate(labels), np.ascontiguousarray(np.concatenate(vectors))
-
-
 class FaissIndex:
     """One FAISS index of one kind, keyed by int64 labels; tombstones where it can't remove."""
 
@@ -242,7 +188,7 @@ class FaissIndex:
                 scores, labels = self.index.search(query, k, params=cached[0])
         return scores[0].tolist(), labels[0].tolist()
 
-    def pieces(self, below: int, budget_bytes: int = 16 << 20) -> Iterator[Piece]:
+    def pieces(self, below: int, budget_bytes: int = 8 << 20) -> Iterator[Piece]:
         """Copy the live entries out, about ``budget_bytes`` per step: hold the lock around each
         ``next()`` only. Labels ``>= below`` (added since the build began, so journaled) and
         tombstones are left out; each step reads the index as it is then.
@@ -353,6 +299,22 @@ def estimate_bytes(
         lists = nlist or options.ivf_nlist or auto_nlist(total)
         estimate += lists * (dim * 4 + 48)  # centroids and the per-list vectors
     return estimate
+
+
+def check_vectors(vectors: npt.ArrayLike, rows: int, dim: int) -> Vectors:
+    """Float32 rows of ``dim``, finite, one per id; anything else is the caller's mistake."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2 or matrix.shape != (rows, dim):
+        raise ValidationError(
+            "vectors",
+            f"has shape {matrix.shape}, expected ({rows}, {dim})",
+            "pass one row of the index's dimension per id",
+        )
+    if not np.isfinite(matrix).all():
+        raise ValidationError("vectors", "contains NaN or infinity", "embed finite values")
+    return matrix
 
 
 def empty_flat(dim: int, options: IndexOptions) -> FaissIndex:

@@ -18,10 +18,12 @@ callers answer by rebuilding from the stored embeddings (the index is derived da
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
 import secrets
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import orjson
 from episodic_memory.errors import StorageError
 from episodic_memory.index.kinds import faiss_errors
 
-__all__ = ["FORMAT", "META_FILE", "SavedIndex", "read_saved", "write_saved"]
+__all__ = ["FORMAT", "META_FILE", "SavedIndex", "id_map_arrays", "read_saved", "write_saved"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ FORMAT = 2
 META_FILE = "vectors.json"
 _GENERATION = re.compile(r"[0-9a-f]{16}")
 _SEPARATOR = "\x00"
+_SLICE = 32_768  # entries handled between GIL releases
 
 
 @dataclass
@@ -68,7 +71,7 @@ def write_saved(
     generation = secrets.token_hex(8)
     index_path = directory / f"vectors-{generation}.faiss"
     ids_path = directory / f"vectors-{generation}.ids.npz"
-    blob = _SEPARATOR.join(ids).encode("utf-8", "surrogatepass")
+    blob = _joined_ids(ids)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with faiss_errors("save"):
@@ -98,6 +101,31 @@ def write_saved(
         if older or stale.name == "vectors.faiss":  # "vectors.faiss": a format 1 leftover
             with contextlib.suppress(OSError):
                 stale.unlink(missing_ok=True)
+
+
+def id_map_arrays(mapping: dict[str, int]) -> tuple[list[str], npt.NDArray[np.int64]]:
+    """The ids and their labels, a slice at a time: one C call over a 1M-entry dict holds the
+    GIL for tens of ms, and query threads would wait that long. Call it under a lock that
+    keeps writers out, so the dict cannot change in between."""
+    ids: list[str] = []
+    labels: list[npt.NDArray[np.int64]] = []
+    entries = iter(mapping.items())
+    while chunk := list(itertools.islice(entries, _SLICE)):
+        ids.extend(episode_id for episode_id, _ in chunk)
+        labels.append(np.fromiter((label for _, label in chunk), np.int64, len(chunk)))
+        time.sleep(0)  # let the GIL go
+    return ids, (np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64))
+
+
+def _joined_ids(ids: list[str], slice_size: int = _SLICE) -> bytes:
+    """NUL-joined UTF-8, a slice at a time with the GIL let go in between (joining 1M ids in
+    one call holds it ~100 ms, and query threads would wait that long)."""
+    parts: list[bytes] = []
+    for start in range(0, len(ids), slice_size):
+        chunk = _SEPARATOR.join(ids[start : start + slice_size])
+        parts.append(chunk.encode("utf-8", "surrogatepass"))
+        time.sleep(0)
+    return _SEPARATOR.encode().join(parts)
 
 
 def read_saved(directory: Path, *, model: str, dim: int) -> SavedIndex | None:
