@@ -12,8 +12,8 @@ same way. The kinds differ where it matters (measured in ``benchmarks/index_benc
   memory. On hashed task texts at 1M: recall@10 .978 (sq8) / .999 (float32), ~1.6 / 6.7 ms a
   query, 1.5 / 5.3 GB, built in 1-2 minutes on one thread. The default.
 - ``hnsw``: ``IndexIDMap2(IndexHNSWFlat / IndexHNSWSQ)``. Fast queries, but it cannot remove
-  (removals are tombstones filtered at search time until a rebuild), builds take minutes
-  (HNSW32-SQ8 at 1M: 6.6 min) and its recall fell to .78 at 1M on the same texts.
+  (removals are tombstones filtered at search time until a rebuild), builds take minutes at
+  1M on one thread, and a build must add the whole set in one call (see ``build_index``).
 
 Instances are not thread-safe; ``VectorIndex`` serialises access with its lock. Every FAISS
 failure surfaces as ``StorageError``.
@@ -361,6 +361,15 @@ def build_index(kind: IndexKind, dim: int, options: IndexOptions, source: Source
             index.cp.seed = 1234
             index.train(source.sample(nlist * _TRAIN_POINTS_PER_LIST))
             index.set_direct_map_type(_FAISS.DirectMap.Hashtable)  # removes by id
-        for labels, vectors in source.batches():
+        if kind == "hnsw":
+            # One call: FAISS's HNSW added in 8k-row batches recalled .90 instead of .997 at
+            # 100k (single-row adds later are fine), so the decoded set is held at once here.
+            batches = list(source.batches())
+            labels = np.concatenate([labels for labels, _ in batches])
+            vectors = np.concatenate([vectors for _, vectors in batches])
+            del batches
             index.add_with_ids(vectors, labels)
+        else:
+            for labels, vectors in source.batches():
+                index.add_with_ids(vectors, labels)
     return FaissIndex(kind, index, options)
