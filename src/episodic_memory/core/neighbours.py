@@ -54,9 +54,9 @@ SIGNIFICANCE = 0.05
 """Family-wise chance, over a domain's tools, that a word unrelated to all of them gets weight."""
 SMOOTHING = 1.0
 """Pseudo-episodes pulling P(tool | word) towards the tool's base rate."""
-MAX_POSTINGS = 20_000
+MAX_POSTINGS = 10_000
 """Episodes a query word scores: its latest ``MAX_POSTINGS`` (each word's list is oldest
-first). Bounds a query at any memory size (a million episodes: ~4 ms instead of ~800);
+first). Bounds a query at any memory size (a million episodes: ~3 ms instead of ~800);
 an older episode still counts through its rarer words, so recency breaks the ties among
 the many near-duplicates that common words bring."""
 REFRESH = 0.01
@@ -237,18 +237,28 @@ class _Domain:
             return []
         norms = self.norms()
         scores = np.zeros(len(self.ids))
+        parts = []
         for row in rows:
             posting = self.postings.get(row)
             if posting:  # the latest MAX_POSTINGS episodes with this word: bounded work
-                scores[np.frombuffer(posting, dtype=np.int32)[-MAX_POSTINGS:]] += weights[row] ** 2
+                latest = np.frombuffer(posting, dtype=np.int32)[-MAX_POSTINGS:]
+                scores[latest] += weights[row] ** 2
+                parts.append(latest)
+        if not parts:
+            return []
         query_norm = math.sqrt(float((weights[rows] ** 2).sum()))
-        hit = np.flatnonzero(scores)
-        sims = scores[hit] / (query_norm * np.maximum(norms[hit], 1e-12))
-        if len(hit) > k:
-            top = np.argpartition(-sims, k - 1)[:k]
-            hit, sims = hit[top], sims[top]
-        order = sorted(range(len(hit)), key=lambda i: (-sims[i], hit[i]))
-        return [(self.ids[hit[i]], float(sims[i])) for i in order if sims[i] > 0]
+        # Only the episodes the postings touched, not every slot: an episode appears once per
+        # shared word, so the best k·words entries hold the best k episodes (ties included).
+        touched = np.concatenate(parts)
+        sims = scores[touched] / (query_norm * np.maximum(norms[touched], 1e-12))
+        depth = k * len(parts)
+        if len(touched) > depth:
+            keep = sims >= np.partition(sims, len(sims) - depth)[len(sims) - depth]
+            touched, sims = touched[keep], sims[keep]
+        slots, first = np.unique(touched, return_index=True)
+        sims = sims[first]
+        order = np.lexsort((slots, -sims))[:k]  # best first; ties: the older episode
+        return [(self.ids[slots[i]], float(sims[i])) for i in order if sims[i] > 0]
 
 
 class TaskNeighbours:
