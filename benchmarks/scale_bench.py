@@ -46,7 +46,7 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_data
 from episodic_memory.actors.service import ServiceNames
-from episodic_memory.config import LearnerConfig, MemoryConfig, RayConfig
+from episodic_memory.config import IndexConfig, LearnerConfig, MemoryConfig, RayConfig
 from episodic_memory.index.embedders import HashingEmbedder
 from episodic_memory.index.service import embedding_text
 from episodic_memory.memory import SelfLearningMemory
@@ -139,7 +139,24 @@ def exact_top10_scores(folder: Path, queries: np.ndarray) -> np.ndarray:
     return kth
 
 
+def exact_scores(folder: Path, query: np.ndarray, ids: list[str]) -> list[float]:
+    """Exact inner products of ``query`` with the stored vectors of ``ids``."""
+    if not ids:
+        return []
+    db = sqlite3.connect(f"file:{folder / 'memory.db'}?mode=ro", uri=True)
+    marks = ", ".join("?" for _ in ids)
+    rows = dict(
+        db.execute(f"SELECT episode_id, vector FROM embeddings WHERE episode_id IN ({marks})", ids)
+    )
+    db.close()
+    return [float(np.frombuffer(rows[i], dtype="<f4") @ query) for i in ids if i in rows]
+
+
 async def recall_at_10(memory: SelfLearningMemory, folder: Path, count: int) -> float:
+    """Share of the served top 10 whose exact score reaches the exact 10th best.
+
+    Exact scores, not the index's: a compressed index (SQ8) reports approximate ones.
+    """
     embedder = HashingEmbedder(memory.config.index.hashing_dim)
     tasks = [scale_data.query(5_000_000 + i) for i in range(count)]
     queries = embedder.embed([embedding_text(d, c) for d, c in tasks])
@@ -147,9 +164,10 @@ async def recall_at_10(memory: SelfLearningMemory, folder: Path, count: int) -> 
     names = ServiceNames.of(memory.config)
     index = ray.get_actor(names.index, namespace=names.namespace)
     hits = 0
-    for (description, context), floor in zip(tasks, kth, strict=True):
+    for (description, context), query, floor in zip(tasks, queries, kth, strict=True):
         found = await index.search.remote(description, context, 10)
-        hits += sum(1 for _, score in found[:10] if score >= floor - 1e-5)
+        scores = exact_scores(folder, query, [episode_id for episode_id, _ in found[:10]])
+        hits += sum(1 for score in scores if score >= floor - 1e-5)
     return round(hits / (10 * count), 4)
 
 
@@ -240,6 +258,7 @@ def table(results: list[dict[str, Any]], reference: dict[str, float]) -> str:
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = MemoryConfig(
         data_dir=args.data_dir,
+        index=IndexConfig(ivf_nprobe=args.nprobe),
         learner=LearnerConfig(pool_size=1),
         ray=RayConfig(namespace="scale-bench", memory_name="scale"),
     )
@@ -267,6 +286,7 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=100)
     parser.add_argument("--reference", type=int, default=20_000, help="episodes for raw sqlite3")
     parser.add_argument("--index-timeout", type=float, default=1800.0)
+    parser.add_argument("--nprobe", type=int, default=IndexConfig().ivf_nprobe)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
