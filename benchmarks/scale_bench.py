@@ -238,7 +238,11 @@ def table(results: list[dict[str, Any]], reference: dict[str, float]) -> str:
 
     row(
         "ingest episodes/s (rows/s)",
-        lambda r: f"{r['ingest']['episodes_per_s']:,} ({r['ingest']['rows_per_s']:,})",
+        lambda r: (
+            f"{r['ingest']['episodes_per_s']:,} ({r['ingest']['rows_per_s']:,})"
+            if r["ingest"]
+            else "(stored earlier)"
+        ),
     )
     row(
         "  raw sqlite3 executemany",
