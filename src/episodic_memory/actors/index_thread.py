@@ -1,8 +1,8 @@
 """The index's blocking calls on a worker thread, and rebuilding it from storage.
 
-``IndexService`` is synchronous (FAISS, embedding). ``ThreadedIndex`` runs its calls on two
+``IndexService`` is synchronous (FAISS, embedding). ``ThreadedIndex`` runs its calls on
 worker threads, so the event loop that owns it — the IndexActor's, or the in-process backend's —
-keeps answering: one thread for queries (search, tool prediction, stats), one for writes
+keeps answering: two threads for queries (search, tool prediction, stats), one for writes
 (adding, learning, saving, rebuilding). Queries take ~1–5 ms; a batch of writes can take
 seconds (embedding and learning 2,000 ingested episodes), and a query must not queue behind it.
 ``IndexService`` is thread-safe: the vector index and the predictor each have a lock, and
@@ -38,7 +38,9 @@ class ThreadedIndex:
 
     def __init__(self, service: IndexService) -> None:
         self.service = service
-        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index-read")
+        # Two query threads: a retrieval's vector search and tool prediction run side by side
+        # (both spend most of their time in FAISS/numpy, which let go of the GIL).
+        self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="episodic-index-read")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episodic-index-write")
         self.dirty = False  # changed since the last save
 
@@ -70,7 +72,10 @@ class ThreadedIndex:
     async def retrieval_hints(
         self, description: str, context: TaskContext, k: int
     ) -> tuple[list[tuple[str, float]], ToolPrediction]:
-        return await self._query(self.service.retrieval_hints, description, context, k)
+        search = self._query(self.service.search, description, context, k)
+        predict = self._query(self.service.predict_tools, description, context)
+        hits, prediction = await asyncio.gather(search, predict)
+        return hits, prediction
 
     async def load(self) -> LoadResult:
         return await self._run(self.service.load)
