@@ -78,6 +78,7 @@ KINDS: dict[str, dict[str, Any]] = {
     "flat": {},
     "ivf-sq8": {"approximate_kind": "ivf", "encoding": "sq8"},
     "ivf-float32": {"approximate_kind": "ivf", "encoding": "float32"},
+    "ivf-fp16": {"approximate_kind": "ivf", "encoding": "fp16"},
     "hnsw-sq8": {"approximate_kind": "hnsw", "encoding": "sq8"},
     "hnsw-float32": {"approximate_kind": "hnsw", "encoding": "float32"},
 }

@@ -26,6 +26,7 @@ IVF = IndexOptions(approximate_kind="ivf", encoding="sq8")
 KINDS = {
     "ivf-sq8": IVF,
     "ivf-float32": IndexOptions(approximate_kind="ivf", encoding="float32"),
+    "ivf-fp16": IndexOptions(approximate_kind="ivf", encoding="fp16"),
     "hnsw-sq8": IndexOptions(approximate_kind="hnsw", encoding="sq8", hnsw_m=16),
     "hnsw-float32": IndexOptions(approximate_kind="hnsw", encoding="float32", hnsw_m=16),
 }
@@ -277,7 +278,7 @@ def test_wait_for_build_times_out_while_a_build_is_held(held: HeldBuild) -> None
     assert index.wait_for_build(WAIT_S)
 
 
-@pytest.mark.parametrize("name", ["ivf-sq8", "ivf-float32", "hnsw-float32"])
+@pytest.mark.parametrize("name", ["ivf-sq8", "ivf-fp16", "ivf-float32", "hnsw-float32"])
 def test_writes_between_copied_pieces_are_neither_lost_nor_doubled(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,8 @@ WAIT_S = 60.0
 OPTIONS = {
     "ivf-sq8": IndexOptions(approximate_kind="ivf", encoding="sq8"),
     "ivf-float32": IndexOptions(approximate_kind="ivf", encoding="float32"),
+    "ivf-fp16": IndexOptions(approximate_kind="ivf", encoding="fp16"),
+    "hnsw-fp16": IndexOptions(approximate_kind="hnsw", encoding="fp16", hnsw_m=16),
     "hnsw-sq8": IndexOptions(approximate_kind="hnsw", encoding="sq8", hnsw_m=16),
     "hnsw-float32": IndexOptions(approximate_kind="hnsw", encoding="float32", hnsw_m=16),
 }

@@ -4,8 +4,8 @@ Why it is built this way (measurements in ``benchmarks/index_bench.py``):
 
 - Exact ``flat`` search costs about 0.3 µs per 1024-d vector per query, so past
   ``approximate_threshold`` live vectors the index switches to the configured approximate kind
-  (``kinds.py``; IVF-SQ8 by default: recall@10 ≈ .98 at 1M, a few ms per query, a quarter of
-  the memory, native deletes).
+  (``kinds.py``; IVF by default: a few ms per query at 1M, native deletes; its encoding,
+  float32, fp16 or sq8, trades memory for exact order, see ``IndexConfig``).
 - Building an approximate index takes seconds to minutes, so it never happens inside a call:
   a background thread copies the live vectors out piece by piece (the lock held per piece
   only), builds the new index while the current one keeps serving search, add and remove,

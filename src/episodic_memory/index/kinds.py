@@ -8,9 +8,10 @@ same way. The kinds differ where it matters (measured in ``benchmarks/index_benc
   Its cost grows linearly (1024-d: ~2.5 ms a query at 10k, ~20 ms at 100k, ~190 ms at 1M).
 - ``ivf``: ``IndexIVFFlat`` / ``IndexIVFScalarQuantizer`` with about √N lists, 8 probed. Trains
   k-means in seconds, stores its own int64 ids and removes natively (hashtable direct map),
-  so deletes need no tombstones. ``sq8`` stores a byte per dimension: a quarter of the
-  memory. On hashed task texts at 1M: recall@10 .978 (sq8) / .999 (float32), ~1.6 / 6.7 ms a
-  query, 1.5 / 5.3 GB, built in 1-2 minutes on one thread. The default.
+  so deletes need no tombstones. ``sq8`` stores a byte per dimension (a quarter of the
+  memory) but its rounding reorders near-ties; ``fp16`` stores two and keeps the order. On
+  hashed task texts at 1M (index_bench, nprobe 8): recall@10 .978 / .999 / .999 for sq8 /
+  fp16 / float32, ~1.3 / 1.4 / 6.7 ms a query, 1.6 / 2.9 / 5.3 GB, built in about a minute.
 - ``hnsw``: ``IndexIDMap2(IndexHNSWFlat / IndexHNSWSQ)``. Fast queries, but it cannot remove
   (removals are tombstones filtered at search time until a rebuild), builds take minutes at
   1M on one thread, and a build must add the whole set in one call (see ``build_index``).
@@ -53,14 +54,16 @@ __all__ = [
 ]
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
-Encoding = Literal["float32", "sq8"]
+Encoding = Literal["float32", "sq8", "fp16"]
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 _FAISS: Any = faiss  # the bundled stubs miss some SWIG classes (SearchParametersHNSW)
 _TRAIN_POINTS_PER_LIST = 40  # FAISS warns below 39 points per centroid
 BATCH_ROWS = 8_192  # rows decoded and added to a new index at a time
-_MAP_ENTRY_BYTES = 40
-_IVF_LIST_SLACK = 1.35  # one std::unordered_map node (IDMap2 reverse map, IVF direct map)
+_MAP_ENTRY_BYTES = 40  # one std::unordered_map node (IDMap2 reverse map, IVF direct map)
+_IVF_LIST_SLACK = 1.35
+_QTYPES = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}
+_BYTES_PER_DIM = {"float32": 4, "fp16": 2, "sq8": 1}
 
 
 @contextmanager
@@ -83,15 +86,15 @@ def faiss_errors(operation: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class IndexOptions:
-    """Knobs of the approximate kinds (see ``IndexConfig`` for what each one trades)."""
+    """Knobs of the approximate kinds; the defaults are ``IndexConfig``'s (which says why)."""
 
     approximate_kind: Literal["hnsw", "ivf"] = "ivf"
-    encoding: Encoding = "sq8"
+    encoding: Encoding = "float32"
     hnsw_m: int = 32
     ef_search: int = 128
     ef_construction: int = 64
     ivf_nlist: int = 0  # 0: about sqrt(N) lists, chosen at each build
-    ivf_nprobe: int = 8
+    ivf_nprobe: int = 16
     ivf_train_iterations: int = 10
     build_threads: int = 1  # a busy 2-core host built no faster with 2 (OpenMP spin-waits)
 
@@ -159,9 +162,12 @@ class FaissIndex:
     def encoding(self) -> Encoding:
         if self.kind == "flat":
             return "float32"
-        inner = faiss.downcast_index(self.index.index if self.kind == "hnsw" else self.index)
-        scalar = isinstance(inner, faiss.IndexIVFScalarQuantizer | faiss.IndexHNSWSQ)
-        return "sq8" if scalar else "float32"
+        inner: Any = faiss.downcast_index(self.index.index if self.kind == "hnsw" else self.index)
+        if isinstance(inner, faiss.IndexHNSWSQ):
+            inner = faiss.downcast_index(inner.storage)
+        if not isinstance(inner, faiss.IndexIVFScalarQuantizer | faiss.IndexScalarQuantizer):
+            return "float32"
+        return "fp16" if inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16 else "sq8"
 
     def add(self, labels: Labels, vectors: Vectors) -> None:
         if len(labels):
@@ -287,7 +293,7 @@ def estimate_bytes(
     kind: IndexKind, encoding: Encoding, dim: int, total: int, options: IndexOptions, nlist: int = 0
 ) -> int:
     """What an index of this kind holds: codes, ids, id maps, HNSW links, IVF centroids."""
-    code = dim if encoding == "sq8" and kind != "flat" else dim * 4
+    code = dim * (4 if kind == "flat" else _BYTES_PER_DIM[encoding])
     estimate = total * (code + 8 + _MAP_ENTRY_BYTES)
     if kind == "hnsw":
         # Level 0 holds 2·M int32 links, upper levels add about 1/ln(M) of that again.
@@ -333,14 +339,12 @@ def build_index(kind: IndexKind, dim: int, options: IndexOptions, source: Source
         for labels, vectors in source.batches():
             built.add(labels, vectors)
         return built
-    sq8 = options.encoding == "sq8"
+    qtype = _QTYPES.get(options.encoding)  # None: float32
     with faiss_errors("build"), omp_threads(options.build_threads):
         if kind == "hnsw":
             graph: Any
-            if sq8:
-                graph = _FAISS.IndexHNSWSQ(
-                    dim, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT
-                )
+            if qtype is not None:
+                graph = _FAISS.IndexHNSWSQ(dim, qtype, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
                 graph.train(source.sample(65_536))
             else:
                 graph = faiss.IndexHNSWFlat(dim, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -350,11 +354,10 @@ def build_index(kind: IndexKind, dim: int, options: IndexOptions, source: Source
         else:
             nlist = options.ivf_nlist or auto_nlist(source.count)
             quantizer = faiss.IndexFlatIP(dim)
-            if sq8:
+            if qtype is not None:
                 index = faiss.IndexIVFScalarQuantizer(
-                    quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                    faiss.METRIC_INNER_PRODUCT,
-                )  # fmt: skip
+                    quantizer, dim, nlist, qtype, faiss.METRIC_INNER_PRODUCT
+                )
             else:
                 index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.niter = options.ivf_train_iterations
