@@ -262,7 +262,7 @@ def table(results: list[dict[str, Any]], reference: dict[str, float]) -> str:
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = MemoryConfig(
         data_dir=args.data_dir,
-        index=IndexConfig(ivf_nprobe=args.nprobe),
+        index=IndexConfig(ivf_nprobe=args.nprobe, approximate_encoding=args.encoding),
         learner=LearnerConfig(pool_size=1),
         ray=RayConfig(namespace="scale-bench", memory_name="scale"),
     )
@@ -291,6 +291,12 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=20_000, help="episodes for raw sqlite3")
     parser.add_argument("--index-timeout", type=float, default=1800.0)
     parser.add_argument("--nprobe", type=int, default=IndexConfig().ivf_nprobe)
+    parser.add_argument(
+        "--encoding",
+        choices=("float32", "fp16", "sq8"),
+        default=IndexConfig().approximate_encoding,
+        help="IVF vector encoding (a change rebuilds; delete index/vectors to build from storage)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
