@@ -98,11 +98,10 @@ class IndexConfig(_Config):
     # (benchmarks/index_bench.py and scale_bench.py; IVF deletes natively).
     approximate_threshold: int = Field(default=10_000, ge=1)
     approximate_kind: Literal["ivf", "hnsw"] = "ivf"
-    # float32 by default: sq8 takes a quarter of the memory, but its rounding reorders near-ties
-    # (measured at 1M realistic episodes: recall@10 .89 at any nprobe; float32 ranks exactly).
-    # fp16 (index_bench, 1M hashed texts): recall@10 .999 like float32 at ~half its memory
-    # (2.9 vs 5.3 GB) and sq8's speed; not yet measured with scale_bench's realistic episodes.
-    approximate_encoding: Literal["sq8", "fp16", "float32"] = "float32"
+    # fp16 by default, measured at 1M realistic episodes (scale_bench, recall from exact scores):
+    # recall@10 1.0 like float32 at ~half its memory (IndexActor 3.0 vs 4.9 GB); sq8 (a quarter)
+    # rounds near-ties into the wrong order (recall .89 at any nprobe).
+    approximate_encoding: Literal["sq8", "fp16", "float32"] = "fp16"
     ivf_nlist: int = Field(default=0, ge=0)  # 0: about sqrt(N) lists, re-chosen as N doubles
     ivf_nprobe: int = Field(default=16, ge=1)  # recall@10 1.0 at 1M (scale_bench), ~9 ms
     ivf_train_iterations: int = Field(default=10, ge=1)

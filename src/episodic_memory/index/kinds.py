@@ -89,7 +89,7 @@ class IndexOptions:
     """Knobs of the approximate kinds; the defaults are ``IndexConfig``'s (which says why)."""
 
     approximate_kind: Literal["hnsw", "ivf"] = "ivf"
-    encoding: Encoding = "float32"
+    encoding: Encoding = "fp16"
     hnsw_m: int = 32
     ef_search: int = 128
     ef_construction: int = 64
