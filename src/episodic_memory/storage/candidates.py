@@ -18,7 +18,7 @@ import orjson
 from episodic_memory.core.models import Verdict
 from episodic_memory.core.ranking import Candidate, tool_path
 from episodic_memory.errors import StorageError
-from episodic_memory.storage.sql import Params, Statement, Value
+from episodic_memory.storage.sql import Params, Statement, Value, marks
 
 __all__ = [
     "candidate_rows",
@@ -36,10 +36,6 @@ _CANDIDATE_SELECT = (
 )
 
 
-def _marks(count: int) -> str:
-    return ", ".join("?" for _ in range(count))
-
-
 # ``+status`` keeps SQLite off the (status, learned_at) index: with a plain ``status = ?`` the
 # planner walked every completed episode instead of looking the ids up (12 ms vs 0.7 ms for
 # 150 ids at 10k episodes), and, in the metadata tiers, instead of the (…, started_at) indexes.
@@ -49,7 +45,7 @@ _COMPLETED = "+status = 'completed'"
 def candidate_rows(episode_ids: Sequence[str]) -> Statement:
     """Candidate columns of the completed episodes among ``episode_ids`` (any order)."""
     return (
-        f"{_CANDIDATE_SELECT} WHERE episode_id IN ({_marks(len(episode_ids))}) AND {_COMPLETED}",
+        f"{_CANDIDATE_SELECT} WHERE episode_id IN ({marks(len(episode_ids))}) AND {_COMPLETED}",
         tuple(episode_ids),
     )
 
@@ -58,7 +54,7 @@ def step_outcomes(episode_ids: Sequence[str]) -> Statement:
     """``(episode_id, tool, success)`` per step in order: the fallback for pre-0002 rows."""
     return (
         f"SELECT episode_id, tool, success FROM steps WHERE episode_id IN "
-        f"({_marks(len(episode_ids))}) ORDER BY episode_id, step_number",
+        f"({marks(len(episode_ids))}) ORDER BY episode_id, step_number",
         tuple(episode_ids),
     )
 

@@ -27,7 +27,12 @@ from dataclasses import dataclass
 
 from episodic_memory.core.text import STOPWORDS
 from episodic_memory.storage.executors import Executor
-from episodic_memory.storage.sql import MAX_FTS_TERMS, Statement, fts_match_expression
+from episodic_memory.storage.sql import (
+    MAX_FTS_TERMS,
+    Statement,
+    fts_any_of,
+    fts_match_expression,
+)
 
 __all__ = ["KeywordPlanner", "fts_tokens"]
 
@@ -46,10 +51,6 @@ def fts_tokens(text: str) -> list[str]:
     """Distinct indexed tokens of ``text``, stopwords dropped, in order of appearance."""
     tokens = dict.fromkeys(_fold(t) for t in _TOKEN.findall(unicodedata.normalize("NFKC", text)))
     return [t for t in tokens if t and t not in STOPWORDS]
-
-
-def _quoted(terms: list[str]) -> str:
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
 @dataclass
@@ -102,7 +103,7 @@ class KeywordPlanner:
                 break
             chosen.append(term)
             matched += counts[term]
-        return _quoted(chosen) if chosen else None
+        return fts_any_of(chosen) if chosen else None
 
     async def _doc_counts(self, tokens: list[str], executor: Executor) -> dict[str, int]:
         size = self._size
@@ -113,7 +114,7 @@ class KeywordPlanner:
         ]
         if stale:
             cap = self.max_matched_rows + 1  # "more than fits" is all a larger count says
-            statements: list[Statement] = [(_DOC_COUNT, (_quoted([t]), cap)) for t in stale]
+            statements: list[Statement] = [(_DOC_COUNT, (fts_any_of([t]), cap)) for t in stale]
             results = await executor.batch(statements, read_only=True)
             for term, result in zip(stale, results, strict=True):
                 docs = int(str(result.rows[0][0])) if result.rows else 0

@@ -33,6 +33,7 @@ __all__ = [
     "delete_episodes",
     "episode_versions_page",
     "episodes_page",
+    "fts_any_of",
     "fts_match_expression",
     "insert_step",
     "keyword_search",
@@ -40,6 +41,7 @@ __all__ = [
     "load_heuristics",
     "load_patterns",
     "mark_learned",
+    "marks",
     "select_embeddings_page",
     "select_episodes",
     "select_steps",
@@ -146,7 +148,8 @@ def _epoch(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _marks(count: int) -> str:
+def marks(count: int) -> str:
+    """``?, ?, …`` for an ``IN (...)`` list of ``count`` bound values."""
     return ", ".join("?" for _ in range(count))
 
 
@@ -245,7 +248,7 @@ def upsert_embedding(embedding: StoredEmbedding) -> Statement:
 
 def mark_learned(episode_ids: Sequence[str], learned_at: float) -> Statement:
     return (
-        f"UPDATE episodes SET learned_at = ? WHERE episode_id IN ({_marks(len(episode_ids))})",
+        f"UPDATE episodes SET learned_at = ? WHERE episode_id IN ({marks(len(episode_ids))})",
         (learned_at, *episode_ids),
     )
 
@@ -254,24 +257,24 @@ def learned_among(episode_ids: Sequence[str]) -> Statement:
     """Which of these episodes learning has already absorbed (the durable double-count guard)."""
     return (
         "SELECT episode_id FROM episodes WHERE learned_at IS NOT NULL "
-        f"AND episode_id IN ({_marks(len(episode_ids))})",
+        f"AND episode_id IN ({marks(len(episode_ids))})",
         tuple(episode_ids),
     )
 
 
 def delete_episodes(episode_ids: Sequence[str]) -> list[Statement]:
     """Everything stored for these episodes; the last statement's row count is the answer."""
-    marks = _marks(len(episode_ids))
+    in_ids = marks(len(episode_ids))
     ids: Params = tuple(episode_ids)
     return [
         (
             "DELETE FROM episodes_fts WHERE rowid IN "
-            f"(SELECT seq FROM episodes WHERE episode_id IN ({marks}))",
+            f"(SELECT seq FROM episodes WHERE episode_id IN ({in_ids}))",
             ids,
         ),
-        (f"DELETE FROM steps WHERE episode_id IN ({marks})", ids),
-        (f"DELETE FROM embeddings WHERE episode_id IN ({marks})", ids),
-        (f"DELETE FROM episodes WHERE episode_id IN ({marks})", ids),
+        (f"DELETE FROM steps WHERE episode_id IN ({in_ids})", ids),
+        (f"DELETE FROM embeddings WHERE episode_id IN ({in_ids})", ids),
+        (f"DELETE FROM episodes WHERE episode_id IN ({in_ids})", ids),
     ]
 
 
@@ -281,7 +284,7 @@ def delete_episodes(episode_ids: Sequence[str]) -> list[Statement]:
 def select_episodes(episode_ids: Sequence[str]) -> Statement:
     """``(episode_id, data)`` of the headers; order is restored by the caller."""
     return (
-        f"SELECT episode_id, data FROM episodes WHERE episode_id IN ({_marks(len(episode_ids))})",
+        f"SELECT episode_id, data FROM episodes WHERE episode_id IN ({marks(len(episode_ids))})",
         tuple(episode_ids),
     )
 
@@ -289,7 +292,7 @@ def select_episodes(episode_ids: Sequence[str]) -> Statement:
 def select_steps(episode_ids: Sequence[str]) -> Statement:
     """``(episode_id, data)`` of the steps, ordered by step_number within each episode."""
     return (
-        f"SELECT episode_id, data FROM steps WHERE episode_id IN ({_marks(len(episode_ids))}) "
+        f"SELECT episode_id, data FROM steps WHERE episode_id IN ({marks(len(episode_ids))}) "
         "ORDER BY episode_id, step_number",
         tuple(episode_ids),
     )
@@ -415,8 +418,12 @@ def fts_match_expression(text: str, max_terms: int = MAX_FTS_TERMS) -> str | Non
     # English stopwords match nearly every row, so BM25 must score almost the whole table for
     # them while they barely move the ranking: drop them, unless nothing else is left.
     words = [w for key, w in unique.items() if key not in STOPWORDS] or list(unique.values())
-    quoted = ['"' + word.replace('"', '""') + '"' for word in words[:max_terms]]
-    return " OR ".join(quoted) if quoted else None
+    return fts_any_of(words[:max_terms]) if words else None
+
+
+def fts_any_of(words: Sequence[str]) -> str:
+    """An FTS5 query matching any of ``words``, each double-quoted: a literal, never syntax."""
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
 _BM25 = "bm25(episodes_fts, 0.0, 0.0, 2.0, 1.0)"  # description weighs twice the steps' text
