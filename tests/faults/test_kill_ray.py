@@ -65,15 +65,27 @@ def using(temp_dir: str) -> set[int]:
 
 
 def alive(pid: int) -> bool:
+    """True until every thread of ``pid`` has exited.
+
+    A killed multi-threaded process shows its leader as a zombie while other threads are still
+    tearing down (big mappings take a while), and its files, the folder lock among them, are
+    released only when the last thread is gone; so the leader's own state is not enough.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return state != "Z"
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def start_driver(data_dir: Path, temp_dir: str) -> subprocess.Popen[str]:
