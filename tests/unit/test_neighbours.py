@@ -134,3 +134,26 @@ def test_a_query_word_scores_only_its_latest_postings(monkeypatch: pytest.Monkey
     monkeypatch.setattr(neighbours, "MAX_POSTINGS", 4)
     latest = [i for i, _ in index.search("shop", {"cancel", "pending"}, k=100)]
     assert set(latest) == {f"c-{name}-5" for name in NAMES[:4]}  # the last copy added
+
+
+def test_a_query_reads_its_most_informative_words_deepest_within_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from episodic_memory.core import neighbours
+
+    index = TaskNeighbours()
+    for i in range(6):  # "cancel" marks the cancel tool; "soon" leans that way, less surely
+        for name in NAMES[:4]:
+            index.add(f"c-{name}-{i}", "shop", {"cancel", "soon", name}, {"find", "cancel"})
+            soon = {"soon"} if i < 2 else set()
+            index.add(f"r-{name}-{i}", "shop", {"return", name, *soon}, {"find", "refund"})
+    weights = index.weights("shop", ["cancel", "soon"])
+    assert weights["cancel"] > weights["soon"] > 0
+    unbounded = {i for i, _ in index.search("shop", {"cancel", "soon"}, k=100)}
+    assert {f"r-{name}-{i}" for name in NAMES[:4] for i in range(2)} <= unbounded
+
+    monkeypatch.setattr(neighbours, "SEARCH_BUDGET", 30)
+    monkeypatch.setattr(neighbours, "MIN_POSTINGS", 4)
+    bounded = {i for i, _ in index.search("shop", {"cancel", "soon"}, k=100)}
+    # "cancel" is read whole (24 postings); "soon" gets what is left, its latest 6 (all cancels).
+    assert bounded == {f"c-{name}-{i}" for name in NAMES[:4] for i in range(6)}

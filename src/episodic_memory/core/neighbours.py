@@ -42,7 +42,9 @@ from episodic_memory.core.naive_bayes import grown
 
 __all__ = [
     "MAX_POSTINGS",
+    "MIN_POSTINGS",
     "REFRESH",
+    "SEARCH_BUDGET",
     "SIGNIFICANCE",
     "SMOOTHING",
     "TaskNeighbours",
@@ -59,6 +61,13 @@ MAX_POSTINGS = 10_000
 first). Bounds a query at any memory size (a million episodes: ~3 ms instead of ~800);
 an older episode still counts through its rarer words, so recency breaks the ties among
 the many near-duplicates that common words bring."""
+SEARCH_BUDGET = 60_000
+"""Postings one query reads in all. Words are read from the most informative down, each its
+latest ``MAX_POSTINGS``, while ``MIN_POSTINGS`` stay reserved for every word still to come:
+past the budget the least informative words are read shallower. A query of 85 common words
+at a million episodes touched ~800k entries (~15 ms, mostly cache misses) without it."""
+MIN_POSTINGS = 500
+"""Latest postings every query word reads, whatever the budget has left."""
 REFRESH = 0.01
 """Weights are corpus statistics, recomputed once the domain's episodes have changed by this
 fraction (any change below a hundred episodes): a busy memory does not pay a full pass per
@@ -238,10 +247,15 @@ class _Domain:
         norms = self.norms()
         scores = np.zeros(len(self.ids))
         parts = []
-        for row in rows:
+        remaining = SEARCH_BUDGET
+        by_information = sorted(rows, key=lambda r: (-weights[r], r))
+        for position, row in enumerate(by_information):
             posting = self.postings.get(row)
-            if posting:  # the latest MAX_POSTINGS episodes with this word: bounded work
-                latest = np.frombuffer(posting, dtype=np.int32)[-MAX_POSTINGS:]
+            if posting:  # the word's latest episodes, as deep as the budget allows
+                still_to_come = len(by_information) - position - 1
+                allowed = max(MIN_POSTINGS, remaining - MIN_POSTINGS * still_to_come)
+                latest = np.frombuffer(posting, dtype=np.int32)[-min(MAX_POSTINGS, allowed) :]
+                remaining -= len(latest)
                 scores[latest] += weights[row] ** 2
                 parts.append(latest)
         if not parts:
