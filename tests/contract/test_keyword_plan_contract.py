@@ -40,6 +40,27 @@ async def test_a_large_memory_keeps_only_the_rarest_words(store: SqlEpisodeStore
     assert [h.episode_id for h in keyword] == [ids["5:deploy kubectl postgres"]]
 
 
+async def test_a_large_memory_reads_the_rows_of_only_its_best_ranked_hits(
+    store: SqlEpisodeStore,
+) -> None:
+    for _ in range(3):  # short descriptions: BM25 ranks these first
+        await store_completed(
+            store, make_episode("kubectl rollout", domain="ops", completed=True), [step(1)]
+        )
+    wordy = "kubectl run with a long description that says a great deal about other things"
+    web = await store_completed(store, make_episode(wordy, domain="web", completed=True), [step(1)])
+    assert [h.episode_id for h in await store.keyword_search("kubectl", domain="web")] == [
+        web.episode_id
+    ]
+    store.keywords = KeywordPlanner(full_scan_max_episodes=3, rank_depth=3)
+    # limit 1 × depth 3: only the three best hits (all 'ops') have their rows read.
+    assert await store.keyword_search("kubectl", domain="web", limit=1) == []
+    hits = await store.keyword_search("kubectl", domain="web", limit=2)  # depth 6 reaches it
+    assert [h.episode_id for h in hits] == [web.episode_id]
+    keyword, _ = await store.candidate_ids("kubectl", "ops", None, None, 2)
+    assert len(keyword) == 2
+
+
 async def test_document_counts_are_cached_until_the_memory_grows(store: SqlEpisodeStore) -> None:
     await _fill(store)
     planner = KeywordPlanner(

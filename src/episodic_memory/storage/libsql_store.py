@@ -238,8 +238,8 @@ class SqlEpisodeStore:
         if limit < 1:
             return [], []
         keyword = None
-        if text and (match := await self.keywords.match(text, self._executor)) is not None:
-            keyword = sql.keyword_search(text, keyword_domain, limit, match)
+        if text:
+            keyword = await self.keywords.search(text, keyword_domain, limit, self._executor)
         statements = [keyword] if keyword is not None else []
         statements += candidate_sql.metadata_candidate_ids(domain, task_type, limit)
         results = await self._executor.batch(statements, read_only=True)
@@ -256,9 +256,9 @@ class SqlEpisodeStore:
     async def keyword_search(
         self, text: str, *, domain: str | None = None, limit: int = 50
     ) -> list[KeywordHit]:
-        if limit < 1 or (match := await self.keywords.match(text, self._executor)) is None:
+        if limit < 1:
             return []
-        statement = sql.keyword_search(text, domain, limit, match)
+        statement = await self.keywords.search(text, domain, limit, self._executor)
         if statement is None:
             return []
         rows = (await self._executor.execute(*statement)).rows

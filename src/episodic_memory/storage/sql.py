@@ -430,17 +430,36 @@ _BM25 = "bm25(episodes_fts, 0.0, 0.0, 2.0, 1.0)"  # description weighs twice the
 
 
 def keyword_search(
-    text: str, domain: str | None, limit: int, match: str | None = None
+    text: str,
+    domain: str | None,
+    limit: int,
+    match: str | None = None,
+    *,
+    ranked_first: int | None = None,
 ) -> Statement | None:
     """``(episode_id, score)`` of completed episodes, best first; ``None`` for no words.
 
     ``match``: an FTS5 expression already built from ``text`` (``storage/keyword_plan.py``).
+    ``ranked_first``: rank on the full-text index alone and read the episode rows (status,
+    domain) of only that many best hits. Each row read is a random read of the episodes table,
+    ~20 µs warm and far more cold; a large memory bounds them, at the price of missing a
+    domain's hits ranked below that many of other domains or still running.
     """
     match = match if match is not None else fts_match_expression(text)
     if match is None:
         return None
     domain_clause = "AND e.domain = ? " if domain is not None else ""
-    params: Params = (match, domain, limit) if domain is not None else (match, limit)
+    if ranked_first is not None:
+        params: Params = (match, ranked_first, *([domain] if domain is not None else []), limit)
+        sql = (
+            "SELECT e.episode_id, -hit.rank AS score FROM ("
+            f"SELECT rowid, {_BM25} AS rank FROM episodes_fts WHERE episodes_fts MATCH ? "
+            "ORDER BY rank LIMIT ?) AS hit "
+            "JOIN episodes AS e ON e.seq = hit.rowid "
+            f"WHERE e.status = 'completed' {domain_clause}ORDER BY hit.rank LIMIT ?"
+        )
+        return sql, params
+    params = (match, domain, limit) if domain is not None else (match, limit)
     sql = (
         f"SELECT e.episode_id, -{_BM25} AS score FROM episodes_fts "
         "JOIN episodes AS e ON e.seq = episodes_fts.rowid "
