@@ -11,12 +11,12 @@ changed, and on ``save()`` (called at shutdown), so a restart rarely has much to
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 
 import ray
 from pydantic import JsonValue
 
+from episodic_memory.actors.heap import freeze_long_lived
 from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
 from episodic_memory.actors.proxies import StorageProxy
 from episodic_memory.actors.service import ServiceNames
@@ -34,18 +34,6 @@ idempotent = ray.method(max_task_retries=3)
 
 SAVE_INTERVAL_S = 30.0
 """How often a changed index is written to ``index_dir``."""
-
-
-def _freeze_loaded_state() -> None:
-    """Take what was just loaded out of the garbage collector's view.
-
-    A restored predictor is ~0.5M tracked objects at a million episodes; a full collection
-    walks them all (~150 ms, holding the GIL), and one landing mid-query is a latency spike.
-    They live as long as the actor, so collect once now and freeze them (``gc.freeze``):
-    later collections only walk what was made since.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class IndexActor:
@@ -72,7 +60,7 @@ class IndexActor:
         service = await asyncio.to_thread(IndexService, self._config.index, self._config.index_dir)
         index = ThreadedIndex(service)
         await restore_index(index, storage)
-        await asyncio.to_thread(_freeze_loaded_state)
+        await asyncio.to_thread(freeze_long_lived)  # the restored predictor: ~0.5M objects
         return index
 
     async def _save_forever(self) -> None:
