@@ -303,7 +303,7 @@ def main() -> None:
         "--encoding",
         choices=("float32", "fp16", "sq8"),
         default=IndexConfig().approximate_encoding,
-        help="IVF vector encoding (a change rebuilds; delete index/vectors to build from storage)",
+        help="IVF vector encoding (a change rebuilds from the stored embeddings)",
     )
     parser.add_argument(
         "--no-freeze-driver",

@@ -75,7 +75,7 @@ def test_a_loaded_index_hands_out_fresh_labels(tmp_path: Path) -> None:
 
 
 def test_a_load_with_another_configured_kind_rebuilds_in_the_background(tmp_path: Path) -> None:
-    approximate("ivf-sq8").save(tmp_path)
+    approximate("ivf-float32").save(tmp_path)  # exact vectors: rebuilt from themselves
     loaded = VectorIndex.load(
         tmp_path, model="m", dim=DIM, approximate_threshold=100, options=OPTIONS["hnsw-float32"]
     )
@@ -83,6 +83,23 @@ def test_a_load_with_another_configured_kind_rebuilds_in_the_background(tmp_path
     assert loaded.wait_for_build(WAIT_S)
     assert loaded.kind == "hnsw"
     assert len(loaded) == 400
+
+
+@pytest.mark.parametrize(
+    ("saved", "configured"),
+    [("ivf-sq8", "ivf-float32"), ("ivf-fp16", "ivf-sq8"), ("hnsw-sq8", "ivf-fp16")],
+)
+def test_a_rounded_index_under_another_configuration_loads_as_none(
+    saved: str, configured: str, tmp_path: Path
+) -> None:
+    """Its codes are all it holds: re-encoding them would keep the old rounding error, so the
+    caller rebuilds from the stored embeddings instead."""
+    approximate(saved).save(tmp_path)
+    options = OPTIONS[configured]
+    assert VectorIndex.load(tmp_path, model="m", dim=DIM, options=options) is None
+    same = VectorIndex.load(tmp_path, model="m", dim=DIM, options=OPTIONS[saved])
+    assert same is not None
+    assert len(same) == 400
 
 
 def test_stale_embedder_name_or_dim_loads_as_none(tmp_path: Path) -> None:

@@ -262,11 +262,12 @@ class VectorIndex:
 
     @classmethod
     def load(cls, directory: Path, *, model: str, dim: int, **options: Any) -> VectorIndex | None:
-        """The saved index, or ``None`` when absent, torn, of an older format, or built by
-        another embedder: ``None`` means "rebuild from the stored embeddings".
+        """The saved index, or ``None`` when absent, torn, of an older format, built by
+        another embedder, or rounded (fp16, sq8) while another kind or encoding is configured:
+        ``None`` means "rebuild from the stored embeddings", the only exact source then.
 
-        ``options`` are the constructor's; a due build (say the configured kind changed)
-        starts in the background right away.
+        ``options`` are the constructor's; a due build (say the configured kind changed on an
+        exact index) starts in the background right away, from the index's own vectors.
         """
         saved = read_saved(directory, model=model, dim=dim)
         if saved is None:
@@ -276,8 +277,12 @@ class VectorIndex:
         if kind not in _KINDS or not consistent or len(set(saved.ids)) != len(saved.ids):
             return None
         loaded = cls(dim, model=model, **options)
+        part = FaissIndex(kind, saved.index, loaded.options, set(saved.dead.tolist()))
+        wanted = (loaded.options.approximate_kind, loaded.options.encoding)
+        if part.encoding != "float32" and (part.kind, part.encoding) != wanted:
+            return None  # re-encoding its rounded vectors would keep their error: use storage
         label_list = saved.labels.tolist()
-        loaded._part = FaissIndex(kind, saved.index, loaded.options, set(saved.dead.tolist()))
+        loaded._part = part
         loaded._int_of = dict(zip(saved.ids, label_list, strict=True))
         loaded._str_of = dict(zip(label_list, saved.ids, strict=True))
         top = max(label_list + saved.dead.tolist(), default=-1)
