@@ -16,7 +16,7 @@ import logging
 import ray
 from pydantic import JsonValue
 
-from episodic_memory.actors.heap import freeze_long_lived
+from episodic_memory.actors.heap import keep_long_lived_frozen
 from episodic_memory.actors.index_thread import ThreadedIndex, restore_index
 from episodic_memory.actors.proxies import StorageProxy
 from episodic_memory.actors.service import ServiceNames
@@ -60,7 +60,7 @@ class IndexActor:
         service = await asyncio.to_thread(IndexService, self._config.index, self._config.index_dir)
         index = ThreadedIndex(service)
         await restore_index(index, storage)
-        await asyncio.to_thread(freeze_long_lived)  # the restored predictor: ~0.5M objects
+        await asyncio.to_thread(keep_long_lived_frozen)  # the restored predictor: ~0.5M objects
         return index
 
     async def _save_forever(self) -> None:

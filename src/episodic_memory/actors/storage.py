@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import ray
 from ray.util import metrics
 
-from episodic_memory.actors.heap import freeze_long_lived
+from episodic_memory.actors.heap import keep_long_lived_frozen
 from episodic_memory.config import MemoryConfig
 from episodic_memory.core.learning import LearningDelta
 from episodic_memory.core.models import Episode, ExecutionStep
@@ -56,7 +56,7 @@ class StorageActor:
             async with self._opening:
                 if self._service is None:
                     self._service = await StorageService.open(self._config)
-                    freeze_long_lived()
+                    keep_long_lived_frozen()
                     self._reporter = asyncio.get_running_loop().create_task(self._report())
         return self._service
 
