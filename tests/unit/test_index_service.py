@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,3 +176,43 @@ def test_removed_episodes_are_no_longer_neighbours() -> None:
     assert found
     assert not found & {"c1-0", "c2-0"}
     assert service.stats()["predictor_neighbours"] == len(episodes) - 2
+
+
+def test_a_save_copying_the_predictor_keeps_learning_out_but_not_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a million episodes the copy takes ~0.7 s: queries must not wait for it."""
+    from episodic_memory.core import neighbours_state
+
+    service = IndexService(CONFIG, tmp_path)
+    service.observe(EPISODES)
+    copying, release = threading.Event(), threading.Event()
+    real_snapshot = neighbours_state.snapshot
+
+    def slow_snapshot(index: Any) -> Any:
+        copying.set()
+        assert release.wait(30)
+        return real_snapshot(index)
+
+    monkeypatch.setattr(neighbours_state, "snapshot", slow_snapshot)
+    saver = threading.Thread(target=service.save)
+    saver.start()
+    assert copying.wait(30)
+    predicted: list[Any] = []
+    query = threading.Thread(
+        target=lambda: predicted.append(service.predict_tools("cancel my order", RETAIL))
+    )
+    query.start()
+    query.join(10)
+    learned = threading.Thread(target=service.observe, args=([episode("c3", "cancel it", [])],))
+    learned.start()
+    learned.join(0.5)
+    try:
+        assert predicted, "a query waited for the save"
+        assert learned.is_alive(), "learning changed the predictor while a save copied it"
+    finally:
+        release.set()
+        saver.join(30)
+        learned.join(30)
+    assert not learned.is_alive()
+    assert service.predictor.episodes_observed == len(EPISODES) + 1

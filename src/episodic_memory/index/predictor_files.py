@@ -28,7 +28,8 @@ _NEIGHBOURS = "tool_neighbours-{generation}.npz"
 
 
 def save_predictor(predictor: ToolPredictor, lock: threading.Lock, directory: Path) -> None:
-    """Write ``predictor`` under ``directory``; ``lock`` guards it against concurrent learning."""
+    """Write ``predictor`` under ``directory``; ``lock`` keeps learning out while its state is
+    copied (queries may go on: they do not change what is copied)."""
     with lock:
         state = predictor.to_state(neighbours=False)
         copy = neighbours_state.snapshot(predictor.neighbours)
