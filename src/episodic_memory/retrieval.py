@@ -16,6 +16,7 @@ domain, is the plan, and patterns, rules and the top episodes add confidence whe
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -74,6 +75,7 @@ class StorageAPI(Protocol):
         task_type: str | None,
         limit: int,
         learned_version: str | None = None,
+        learned: bool = True,
     ) -> RetrievalSlate: ...
 
     async def candidates(self, episode_ids: Sequence[str]) -> dict[str, Candidate]: ...
@@ -187,24 +189,47 @@ class _LearnedCache:
     """Each domain's patterns and heuristics as last sent, with the store's version of them.
 
     They change only when something is learned, so the store leaves them out of a slate
-    while the version asked for is current; bounded to the ``DOMAINS`` most recently used.
+    while the version asked for is current. While agents keep completing episodes the version
+    moves on every merge, and shipping the domain's top patterns and heuristics again cost
+    ~4 ms a query (1M episodes, 50 of each); so a copy confirmed current less than
+    ``max_age_s`` ago is used without asking. Bounded to the ``DOMAINS`` most recently used.
     """
 
     DOMAINS = 256
 
-    def __init__(self) -> None:
-        self._held: OrderedDict[str, tuple[str, list[Pattern], list[Heuristic]]] = OrderedDict()
+    def __init__(self, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self._clock = clock
+        # domain → (version, patterns, heuristics, when the store last confirmed or sent them)
+        self._held: OrderedDict[str, tuple[str, list[Pattern], list[Heuristic], float]] = (
+            OrderedDict()
+        )
 
     def version(self, domain: str) -> str | None:
         held = self._held.get(domain)
         return held[0] if held is not None else None
 
-    def update(self, domain: str, slate: RetrievalSlate) -> tuple[list[Pattern], list[Heuristic]]:
+    def recent(self, domain: str) -> bool:
+        """Held and confirmed within ``max_age_s``: no need to ask the store."""
+        held = self._held.get(domain)
+        return held is not None and self._clock() - held[3] < self.max_age_s
+
+    def update(
+        self, domain: str, slate: RetrievalSlate, *, asked: bool
+    ) -> tuple[list[Pattern], list[Heuristic]]:
+        """``asked``: the slate was asked for them (and so confirms the held copy if current)."""
         held = self._held.get(domain)
         if slate.learned_unchanged and held is not None:
+            if asked:
+                self._held[domain] = (*held[:3], self._clock())
             self._held.move_to_end(domain)
             return held[1], held[2]
-        self._held[domain] = (slate.learned_version, slate.patterns, slate.heuristics)
+        self._held[domain] = (
+            slate.learned_version,
+            slate.patterns,
+            slate.heuristics,
+            self._clock(),
+        )
         self._held.move_to_end(domain)
         while len(self._held) > self.DOMAINS:
             self._held.popitem(last=False)
@@ -226,7 +251,10 @@ class Retriever:
         max_tools: int = 5,
         classify: Callable[[str, TaskContext], str] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        learned_max_age_s: float = 1.0,
     ) -> None:
+        """``learned_max_age_s``: how old the patterns and heuristics used may be (see
+        ``_LearnedCache``); 0 asks the store every time."""
         self.storage = storage
         self.index = index
         self.weights = weights
@@ -236,7 +264,7 @@ class Retriever:
         self.max_tools = max_tools
         self.classify = classify
         self.clock = clock
-        self._learned = _LearnedCache()
+        self._learned = _LearnedCache(learned_max_age_s)
 
     async def _hints(
         self, description: str, context: TaskContext, k: int
@@ -261,6 +289,7 @@ class Retriever:
         domain = context.domain
         known_domain = None if domain == _UNSPECIFIED_DOMAIN else domain
         n = max(self.candidates_per_source, 2 * limit)
+        ask_learned = not self._learned.recent(domain)
         (semantic, predicted), slate = await asyncio.gather(
             self._hints(description, context, n),
             self.storage.retrieval_slate(
@@ -270,10 +299,11 @@ class Retriever:
                 task_type=task_type,
                 limit=n,
                 learned_version=self._learned.version(domain),
+                learned=ask_learned,
             ),
         )
         keyword = slate.keyword
-        patterns, heuristics = self._learned.update(domain, slate)
+        patterns, heuristics = self._learned.update(domain, slate, asked=ask_learned)
         candidates = dict(slate.candidates)
         learned = predicted.neighbours[:n]
         asked = {episode_id for episode_id, _ in keyword} | set(slate.metadata)

@@ -106,14 +106,15 @@ class MemoryStorage:
         task_type: str | None,
         limit: int,
         learned_version: str | None = None,
+        learned: bool = True,
     ) -> RetrievalSlate:
         await self._enter("slate")
         keyword = await self.keyword_search(text, keyword_domain, limit)
         metadata = [
             e.episode_id for e in await self.candidates_by_metadata(domain, task_type, limit)
         ]
-        self.versions_asked.append(learned_version)
-        unchanged = learned_version == self.learned_version
+        self.versions_asked.append(learned_version if learned else "not asked")
+        unchanged = not learned or learned_version == self.learned_version
         return RetrievalSlate(
             keyword=[(hit.episode_id, hit.score) for hit in keyword],
             metadata=metadata,
@@ -155,12 +156,17 @@ EPISODES = [
 
 
 def retriever(
-    storage: MemoryStorage, embedder: str = "hashing", episodes: Sequence[Episode] = EPISODES
+    storage: MemoryStorage,
+    embedder: str = "hashing",
+    episodes: Sequence[Episode] = EPISODES,
+    learned_max_age_s: float = 0.0,
 ) -> Retriever:
     service = IndexService(IndexConfig(embedder=embedder, hashing_dim=256))  # type: ignore[arg-type]
     service.add_episodes(list(episodes))
     service.observe(episodes)
-    return Retriever(storage, LocalIndex(service), clock=lambda: NOW)
+    return Retriever(
+        storage, LocalIndex(service), clock=lambda: NOW, learned_max_age_s=learned_max_age_s
+    )
 
 
 async def test_empty_memory_returns_no_episodes_and_explains_why() -> None:
@@ -265,6 +271,21 @@ async def test_patterns_and_heuristics_that_apply_are_attached_and_others_droppe
     storage.learned_version = "v2"
     result = await memory.retrieve("cancel my pending order", RETAIL)
     assert [p.pattern_id for p in result.patterns] == ["seq-2"]
+
+
+async def test_a_recently_confirmed_copy_of_the_learned_records_is_used_without_asking() -> None:
+    pattern = ToolSequence(pattern_id="seq", key="s", domain="retail", tools=CANCEL, confidence=0.9)
+    storage = MemoryStorage(EPISODES, [pattern])
+    memory = retriever(storage, learned_max_age_s=60.0)
+    await memory.retrieve("cancel my pending order", RETAIL)
+    storage._patterns = [pattern.model_copy(update={"pattern_id": "seq-2"})]
+    storage.learned_version = "v2"  # learning goes on: each merge moves the version
+    result = await memory.retrieve("cancel my pending order", RETAIL)
+    assert storage.versions_asked == [None, "not asked"]
+    assert [p.pattern_id for p in result.patterns] == ["seq"]  # at most a minute old here
+    other = await memory.retrieve("return my lamp", TaskContext(domain="airline"))
+    assert other.patterns == []  # another domain: asked for, nothing learned there
+    assert storage.versions_asked[-1] is None
 
 
 async def test_suggested_tools_follow_the_order_similar_tasks_used() -> None:

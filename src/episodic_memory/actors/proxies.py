@@ -95,9 +95,10 @@ class StorageProxy:
         task_type: str | None,
         limit: int,
         learned_version: str | None = None,
+        learned: bool = True,
     ) -> RetrievalSlate:
         ref = self.handle.retrieval_slate.remote(
-            text, keyword_domain, domain, task_type, limit, learned_version
+            text, keyword_domain, domain, task_type, limit, learned_version, learned
         )
         result: RetrievalSlate = await call(ref, "storage.retrieval_slate")
         return result

@@ -138,6 +138,7 @@ class StorageActor:
         task_type: str | None,
         limit: int,
         learned_version: str | None = None,
+        learned: bool = True,
     ) -> RetrievalSlate:
         return await (await self._svc()).retrieval_slate(
             text,
@@ -146,6 +147,7 @@ class StorageActor:
             task_type=task_type,
             limit=limit,
             learned_version=learned_version,
+            learned=learned,
         )
 
     @idempotent

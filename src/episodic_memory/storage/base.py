@@ -51,8 +51,8 @@ class RetrievalSlate:
     lists, best first; ``candidates`` holds the ranking rows of every completed episode they
     name. Plain tuples and dataclasses: this crosses a process boundary on every query, and a
     pydantic model costs ~60 µs there. ``learned_version`` names the state of the patterns and
-    heuristics; when the caller already holds that version they are left out
-    (``learned_unchanged``), since they change only when something is learned.
+    heuristics; when the caller already holds that version, or asked for none, they are left
+    out (``learned_unchanged``), since they change only when something is learned.
     """
 
     keyword: list[tuple[str, float]] = field(default_factory=list)

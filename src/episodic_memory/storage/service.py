@@ -287,14 +287,16 @@ class StorageService:
         task_type: str | None,
         limit: int,
         learned_version: str | None = None,
+        learned: bool = True,
     ) -> RetrievalSlate:
         """The store's share of one retrieval: full-text and metadata candidates as ranking
         rows, with the domain's patterns and heuristics — one call instead of five. Patterns
-        and heuristics are left out when ``learned_version`` is still current."""
+        and heuristics are left out when ``learned_version`` is still current, or when the
+        caller does not want them (``learned=False``: it holds a recent enough copy)."""
         keyword, metadata = await self.store.candidate_ids(
             text, keyword_domain, domain, task_type, limit
         )
-        unchanged = learned_version == self._learned_version
+        unchanged = not learned or learned_version == self._learned_version
         return RetrievalSlate(
             keyword=[(hit.episode_id, hit.score) for hit in keyword],
             metadata=metadata,
