@@ -20,10 +20,10 @@ in steps; at each size:
   warm-up the driver freezes its heap (``gc.freeze``; ``--no-freeze-driver`` measures
   without): a full collection of the ~130k objects Ray and pydantic leave in any Python
   caller takes 50–70 ms and would otherwise land on a query every few hundred;
-- **retrieve while learning** (``--live-rate N``, 0 turns it off): the same latency over
-  ``--live-queries`` further tasks while agents complete N new episodes a second through the
-  public API (start, log_step, complete: stored, embedded, learned, and the index saved every
-  30 s as it changes), the way a fleet keeps writing while it reads;
+- **retrieve while learning** (``--live-rate N``, 0 turns it off): the same latency, for
+  ``--live-seconds``, while agents in another process complete N new episodes a second through
+  the public API (start, log_step, complete: stored, embedded, learned, the index saved as it
+  changes), the way a fleet keeps writing while it reads;
 - **recall@10** of the served vector index against exact inner-product search over every
   stored vector (read from libSQL), on ``--recall-queries`` tasks; a hit counts when it
   scores at least the exact 10th best (re-drawn details make near-ties common).
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -62,6 +61,7 @@ from episodic_memory.memory import SelfLearningMemory
 from episodic_memory.storage import sql
 from episodic_memory.storage.migrate import load_migrations, split_statements
 
+BENCHMARKS = str(Path(__file__).resolve().parent)
 ACTOR_CLASSES = ("StorageActor", "IndexActor", "EpisodeHost", "LearnerActor")
 
 
@@ -240,8 +240,7 @@ async def grow(
     say(f"retrieve: {out['retrieve_ms']}")
     if args.live_rate > 0:
         first = args.warmup + args.queries
-        live = [scale_data.query(i) for i in range(first, first + args.live_queries)]
-        out["while_learning"] = await retrieve_while_learning(memory, live, max(have, size), args)
+        out["while_learning"] = await retrieve_while_learning(memory, first, max(have, size), args)
         say(f"while learning: {out['while_learning']}")
     out["recall_at_10"] = await recall_at_10(memory, args.data_dir, args.recall_queries)
     say(f"recall@10: {out['recall_at_10']}")
@@ -249,52 +248,61 @@ async def grow(
 
 
 async def _live_agents(
-    memory: SelfLearningMemory, first: int, rate: float, stop: asyncio.Event
+    memory: SelfLearningMemory, data: Any, first: int, rate: float, seconds: float
 ) -> tuple[int, list[float]]:
-    """Complete ``rate`` new episodes a second through the agent API until ``stop``."""
+    """Complete ``rate`` new episodes a second through the agent API for ``seconds``."""
     done, completes = 0, []
     started = time.perf_counter()
-    while not stop.is_set():
-        source = scale_data.episode(first + done)
-        episode_id = await memory.start_episode(source.task_description, source.context)
-        for step in source.steps:
-            await memory.log_step(episode_id, step)
-        begun = time.perf_counter()
-        assert source.outcome is not None
-        await memory.complete_episode(episode_id, source.outcome)
-        completes.append((time.perf_counter() - begun) * 1000)
-        done += 1
-        delay = started + done / rate - time.perf_counter()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+    try:
+        while time.perf_counter() - started < seconds:
+            source = data.episode(first + done)
+            episode_id = await memory.start_episode(source.task_description, source.context)
+            for step in source.steps:
+                await memory.log_step(episode_id, step)
+            begun = time.perf_counter()
+            assert source.outcome is not None
+            await memory.complete_episode(episode_id, source.outcome)
+            completes.append((time.perf_counter() - begun) * 1000)
+            done += 1
+            await asyncio.sleep(max(0.0, started + done / rate - time.perf_counter()))
+    finally:
+        await memory.close()  # this handle only; the service keeps running
     return done, completes
 
 
+@ray.remote(num_cpus=0)
+def live_agents(
+    memory: SelfLearningMemory, first: int, rate: float, seconds: float
+) -> tuple[int, list[float]]:
+    """The writing agents, in a process of their own as in a fleet (not the querying one)."""
+    sys.path.insert(0, BENCHMARKS)  # a Ray worker: scale_data is not on its path
+    import scale_data as data
+
+    return asyncio.run(_live_agents(memory, data, first, rate, seconds))
+
+
 async def retrieve_while_learning(
-    memory: SelfLearningMemory,
-    tasks: list[tuple[str, Any]],
-    stored: int,
-    args: argparse.Namespace,
+    memory: SelfLearningMemory, first_task: int, stored: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    stop = asyncio.Event()
-    writer = asyncio.create_task(_live_agents(memory, stored + 10_000_000, args.live_rate, stop))
+    writer = live_agents.remote(memory, stored + 10_000_000, args.live_rate, args.live_seconds)
     samples = []
     begun_all = time.perf_counter()
-    try:
-        for description, context in tasks:
-            begun = time.perf_counter()
-            await memory.retrieve_relevant_context(description, context, limit=5)
-            samples.append((time.perf_counter() - begun) * 1000)
-    finally:
-        stop.set()
-        written, completes = await writer
-    seconds = time.perf_counter() - begun_all
+    task = first_task
+    while time.perf_counter() - begun_all < args.live_seconds:
+        description, context = scale_data.query(task)
+        task += 1
+        begun = time.perf_counter()
+        await memory.retrieve_relevant_context(description, context, limit=5)
+        samples.append((time.perf_counter() - begun) * 1000)
+    written, completes = await writer
     return {
-        "seconds": round(seconds, 1),
+        "seconds": round(time.perf_counter() - begun_all, 1),
+        "queries": len(samples),
         "episodes_completed": written,
         "retrieve_ms": {
-            q: pct(samples, v) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+            "p50": pct(samples, 0.5),
+            "p95": pct(samples, 0.95),
+            "p99": pct(samples, 0.99),
         },
         "complete_ms": {"p50": pct(completes, 0.5), "p99": pct(completes, 0.99)},
     }
@@ -376,7 +384,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--recall-queries", type=int, default=100)
     parser.add_argument("--live-rate", type=float, default=0.0, help="episodes/s while measuring")
-    parser.add_argument("--live-queries", type=int, default=3000)
+    parser.add_argument("--live-seconds", type=float, default=90.0)
     parser.add_argument("--reference", type=int, default=20_000, help="episodes for raw sqlite3")
     parser.add_argument("--index-timeout", type=float, default=1800.0)
     parser.add_argument("--nprobe", type=int, default=IndexConfig().ivf_nprobe)
