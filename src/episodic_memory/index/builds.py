@@ -14,6 +14,8 @@ its own, while ``VectorIndex`` owns the threads and the lock. The rules:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from episodic_memory.index.kinds import (
 )
 from episodic_memory.index.rwlock import ReadWriteLock
 
-__all__ = ["Build", "LiveCopy", "Snapshot", "plan_build", "replay"]
+__all__ = ["Build", "LiveCopy", "Snapshot", "plan_build", "release_free_memory", "replay"]
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -220,3 +222,23 @@ def replay(
         else:
             index.add(labels, vectors)
             added.update(labels.tolist())
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``): whether any were.
+
+    A rebuild holds the old and the new index at once, then frees the old one; its inverted
+    lists (~0.5 MB each) came from the heap, not from their own mappings, and stay resident
+    after being freed: the index actor was at 8.2 GB after growing to a million episodes, 3.0
+    GB once restarted. Trimming after a swap returned a third of the process's memory in a
+    480k-vector test (764 → 502 MB, 15 ms).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))

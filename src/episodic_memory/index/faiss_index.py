@@ -37,7 +37,14 @@ import numpy as np
 import numpy.typing as npt
 
 from episodic_memory.errors import ValidationError
-from episodic_memory.index.builds import Build, LiveCopy, Snapshot, plan_build, replay
+from episodic_memory.index.builds import (
+    Build,
+    LiveCopy,
+    Snapshot,
+    plan_build,
+    release_free_memory,
+    replay,
+)
 from episodic_memory.index.kinds import (
     BATCH_ROWS,
     FaissIndex,
@@ -387,6 +394,8 @@ class VectorIndex:
                 "vector index: built %s over %d vectors (%s) in %.1f s",
                 build.kind, build.live, build.reason, time.perf_counter() - started,
             )  # fmt: skip
+            build.source = source = Snapshot()  # the last references to the old index
+            release_free_memory()
         finally:
             build.done.set()
 
