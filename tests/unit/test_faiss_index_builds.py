@@ -7,7 +7,6 @@ search while it runs and then check what the swap kept. No wall-clock assertions
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import textwrap
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from tests.support.child import run_python
 
 from episodic_memory.errors import StorageError
 from episodic_memory.index import faiss_index
@@ -352,12 +352,6 @@ FREED_HEAP_PROBE = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
 def test_memory_freed_inside_the_heap_is_handed_back_to_the_os() -> None:
     # A child process: what this one has allocated is not the test's business.
-    result = subprocess.run(
-        [sys.executable, "-c", FREED_HEAP_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(FREED_HEAP_PROBE)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) > 150  # MB returned out of the 250 freed

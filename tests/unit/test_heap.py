@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from tests.support.child import run_python
 
 PROBE = textwrap.dedent(
     """
@@ -38,8 +38,6 @@ PROBE = textwrap.dedent(
 
 def test_survivors_of_each_full_collection_are_frozen_and_garbage_is_not() -> None:
     # A child process: freezing the test runner's own heap would outlive this test.
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run_python(PROBE)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

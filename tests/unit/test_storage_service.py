@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.support.child import run_python
 
 from episodic_memory.config import CacheConfig, MemoryConfig
 from episodic_memory.core.learning import learn
@@ -280,14 +279,7 @@ async def test_a_second_opener_of_the_folder_in_another_process_is_refused_namin
         "except DataFolderLocked as exc:\n"
         "    print(exc.holder_pid, exc); sys.exit(3)\n"
     )
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = await asyncio.to_thread(run_python, code)
     assert done.returncode == 3, done.stderr
     assert done.stdout.startswith(f"{os.getpid()} ")
     assert str(service.config.data_dir.resolve()) in done.stdout
