@@ -397,7 +397,8 @@ class VectorIndex:
                 "vector index: built %s over %d vectors (%s) in %.1f s",
                 build.kind, build.live, build.reason, time.perf_counter() - started,
             )  # fmt: skip
-            build.source = source = Snapshot()  # the last references to the old index
+            build.source = Snapshot()  # with ``source``, the last references to the old index
+            del source
             release_free_memory()
         finally:
             build.done.set()
